@@ -1,0 +1,75 @@
+"""nodegraph: run typed node graphs as Prefect flows.
+
+    >>> import integration
+    >>> result = integration.run("flows/examples/hello.yaml", inputs={"name": "Ada"})
+    >>> result.outputs["message"], result.nodes["shout"].state
+    ('HELLO, ADA!', <NodeState.COMPLETED: 'completed'>)
+
+The graph layer (``integration.graph``) imports no runtime; ``run`` and ``to_flow``
+import Prefect on first use, so ``nodegraph validate`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from integration.config import NodegraphConfig, load_config
+from integration.errors import ErrorType, GraphLoadError, NodeError, NodegraphError
+from integration.graph import (
+    ExecutionContext,
+    Graph,
+    GraphInputError,
+    GraphValidationError,
+    NodeRegistry,
+    NodeType,
+    Port,
+    bind,
+    load_graph,
+    node,
+)
+from integration.plan import Plan, make_plan
+from integration.result import NodeReport, NodeState, RunResult
+
+if TYPE_CHECKING:
+    from integration.prefect import GraphRunFailed, run, to_flow
+
+__version__ = "0.1.0"
+
+_LAZY = {"run", "to_flow", "GraphRunFailed"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from integration import prefect as translator
+
+        return getattr(translator, name)
+    raise AttributeError(f"module 'integration' has no attribute {name!r}")
+
+
+__all__ = [
+    "ErrorType",
+    "ExecutionContext",
+    "Graph",
+    "GraphInputError",
+    "GraphLoadError",
+    "GraphRunFailed",
+    "GraphValidationError",
+    "NodeError",
+    "NodeRegistry",
+    "NodeReport",
+    "NodeState",
+    "NodeType",
+    "NodegraphConfig",
+    "NodegraphError",
+    "Plan",
+    "Port",
+    "RunResult",
+    "bind",
+    "load_config",
+    "load_config",
+    "load_graph",
+    "make_plan",
+    "node",
+    "run",
+    "to_flow",
+]

@@ -1,0 +1,190 @@
+"""Configuration: one YAML file plus ``NODEGRAPH_*`` environment overrides.
+
+    >>> from integration.config import load_config
+    >>> load_config(None, environ={"NODEGRAPH_EXECUTION__STRATEGY": "parallel"}).execution.strategy
+    'parallel'
+
+The file has the seed's ``execution_engine.yaml`` shape: ``execution``,
+``resource_management``, ``caching`` and ``monitoring``. It is found, first match wins,
+at ``--config FILE``, ``$NODEGRAPH_CONFIG``, ``./nodegraph.yaml``, then
+``~/.config/nodegraph/config.yaml``. Environment variables override the file, with
+``__`` between levels: ``NODEGRAPH_EXECUTION__MAX_WORKERS=8``. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
+
+from integration.errors import ConfigError
+
+Strategy = Literal["sequential", "parallel"]
+ENV_PREFIX = "NODEGRAPH_"
+CONFIG_FILE_NAMES = (Path("nodegraph.yaml"), Path.home() / ".config" / "nodegraph" / "config.yaml")
+_environ: ContextVar[Mapping[str, str] | None] = ContextVar("nodegraph_environ", default=None)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' env source, reading a given mapping instead of os.environ."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        environ = _environ.get()
+        if environ is None:
+            return super()._load_env_vars()
+        return parse_env_vars(
+            environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ExecutionConfig(_Section):
+    """How graphs run."""
+
+    strategy: Strategy = Field(
+        default="sequential",
+        description="sequential: direct task calls; parallel: a thread or process pool.",
+    )
+    max_workers: int | None = Field(
+        default=None, ge=1, description="Pool size for the parallel strategy (default: CPUs)."
+    )
+    processes: bool = Field(
+        default=False, description="parallel: use a process pool instead of threads."
+    )
+    node_paths: list[Path] = Field(
+        default_factory=list, description="Extra folders of node packs, after ./nodes."
+    )
+    node_modules: list[str] = Field(
+        default_factory=list, description="Importable modules to load as node packs."
+    )
+
+
+class ResourceManagementConfig(_Section):
+    """Resource limits; the resource-aware scheduler reads this section."""
+
+
+class CachingConfig(_Section):
+    """Node result caching; the cache tiers read this section."""
+
+
+class MonitoringConfig(_Section):
+    """What runs report about themselves."""
+
+    progress: bool = Field(default=True, description="Show a progress bar in `nodegraph run`.")
+    prefect_console_log_level: str = Field(
+        default="WARNING",
+        description="Level of Prefect's console log in the CLI; the Prefect UI gets all.",
+    )
+
+
+class NodegraphConfig(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
+    )
+
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    resource_management: ResourceManagementConfig = Field(
+        default_factory=ResourceManagementConfig
+    )
+    caching: CachingConfig = Field(default_factory=CachingConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file, which arrives as init kwargs.
+        return (_MappingEnvSource(settings_cls), init_settings)
+
+
+def find_config_file(explicit: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The config file to read, by the documented search order, or ``None``."""
+    env = os.environ if environ is None else environ
+    if explicit is not None:
+        return Path(explicit)
+    if env.get("NODEGRAPH_CONFIG"):
+        return Path(env["NODEGRAPH_CONFIG"])
+    return next((path for path in CONFIG_FILE_NAMES if path.is_file()), None)
+
+
+def load_config(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> NodegraphConfig:
+    """Read the config file (if any) and apply environment overrides.
+
+    Raises ``ConfigError`` naming the file and key for anything it cannot use.
+    """
+    env = dict(os.environ if environ is None else environ)
+    file = find_config_file(path, env)
+    data: dict[str, Any] = {}
+    where = "environment"
+    if file is not None:
+        where = str(file)
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {file} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: invalid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{file}: the config is a mapping, not {type(data).__name__}")
+    unknown_env = _unknown_env_keys(env)
+    if unknown_env:
+        raise ConfigError(
+            f"unknown nodegraph environment variable(s): {', '.join(unknown_env)}; "
+            "see the README's configuration section"
+        )
+    token = _environ.set(env)
+    try:
+        return NodegraphConfig(**data)
+    except ValidationError as exc:
+        lines = [
+            f"{'.'.join(str(p) for p in error['loc'])}: "
+            + ("unknown key" if error["type"] == "extra_forbidden" else error["msg"])
+            for error in exc.errors()
+        ]
+        raise ConfigError(f"invalid configuration ({where}):\n  " + "\n  ".join(lines)) from None
+    finally:
+        _environ.reset(token)
+
+
+_NON_SETTINGS = {"NODEGRAPH_CONFIG", "NODEGRAPH_NODE_PATH"}
+
+
+def _unknown_env_keys(env: Mapping[str, str]) -> list[str]:
+    sections = NodegraphConfig.model_fields
+    unknown = []
+    for key in env:
+        if not key.startswith(ENV_PREFIX) or key in _NON_SETTINGS:
+            continue
+        section, _, field_name = key[len(ENV_PREFIX) :].lower().partition("__")
+        model = sections.get(section)
+        if model is None:
+            unknown.append(key)
+            continue
+        annotation = model.annotation
+        if field_name and field_name.split("__")[0] not in getattr(annotation, "model_fields", {}):
+            unknown.append(key)
+    return sorted(unknown)

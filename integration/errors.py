@@ -1,0 +1,117 @@
+"""Errors shared by every stage of a run.
+
+    >>> from integration.errors import ErrorType, classify_exception
+    >>> classify_exception(TimeoutError()) is ErrorType.TIMEOUT
+    True
+
+This module imports neither Prefect nor Dask, so the graph layer can raise and report
+errors without pulling in a runtime.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorType(StrEnum):
+    """Why a node failed. The failure-policy layer decides what to do per type."""
+
+    VALIDATION = "validation"
+    RESOURCE = "resource"
+    TIMEOUT = "timeout"
+    DEPENDENCY = "dependency"
+    RUNTIME = "runtime"
+
+
+class NodegraphError(Exception):
+    """Base class of every error nodegraph raises on purpose."""
+
+
+class GraphLoadError(NodegraphError):
+    """A graph document could not be read or does not match the schema.
+
+    ``problems`` holds one ``(location, message)`` pair per problem, where location
+    reads like ``flows/x.yaml:12:5 nodes[2].type``.
+    """
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = [f"{loc}: {msg}" for loc, msg in problems]
+        super().__init__(f"cannot load graph from {source}:\n  " + "\n  ".join(lines))
+
+
+class ConfigError(NodegraphError):
+    """The configuration file or environment holds a value nodegraph cannot use."""
+
+
+class NodeInputError(NodegraphError, ValueError):
+    """A value that reached a node's input port breaks the port's constraints."""
+
+    error_type = ErrorType.VALIDATION
+
+
+class NodeOutputError(NodegraphError, TypeError):
+    """A node returned something that does not match its declared output ports."""
+
+    error_type = ErrorType.VALIDATION
+
+
+class DependencyError(NodegraphError):
+    """A node could not run because a node it depends on did not produce a result."""
+
+    error_type = ErrorType.DEPENDENCY
+
+
+def classify_exception(exc: BaseException) -> ErrorType:
+    """Map an exception onto an ``ErrorType``.
+
+    Rules, first match wins: an exception with an ``error_type`` attribute keeps it;
+    ``TimeoutError`` is ``timeout``; ``MemoryError`` is ``resource``; everything else
+    is ``runtime``.
+    """
+    declared = getattr(exc, "error_type", None)
+    if isinstance(declared, ErrorType):
+        return declared
+    if isinstance(exc, TimeoutError):
+        return ErrorType.TIMEOUT
+    if isinstance(exc, MemoryError):
+        return ErrorType.RESOURCE
+    return ErrorType.RUNTIME
+
+
+@dataclass
+class NodeError:
+    """The record of one node's failure, as it appears in a ``RunResult``."""
+
+    node_id: str
+    node_type: str
+    error_type: ErrorType
+    message: str
+    exception_type: str = ""
+    stacktrace: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_exception(cls, node_id: str, node_type: str, exc: BaseException) -> NodeError:
+        return cls(
+            node_id=node_id,
+            node_type=node_type,
+            error_type=classify_exception(exc),
+            message=str(exc) or type(exc).__name__,
+            exception_type=type(exc).__qualname__,
+            stacktrace="".join(traceback.format_exception(exc)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "node_type": self.node_type,
+            "error_type": str(self.error_type),
+            "message": self.message,
+            "exception_type": self.exception_type,
+            "stacktrace": self.stacktrace,
+        }

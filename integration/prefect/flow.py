@@ -1,0 +1,212 @@
+"""Translate a plan into a Prefect flow, and run graphs from Python.
+
+    >>> import integration
+    >>> result = integration.run("flows/examples/hello.yaml", inputs={"name": "Ada"})
+    >>> result.outputs["message"]
+    'HELLO, ADA!'
+    >>> hello = integration.to_flow("flows/examples/hello.yaml")
+    >>> hello(name="Ada")["letters_doubled"]
+    6
+
+A graph becomes a flow named after the graph whose parameters are the graph's inputs,
+with one task per node. Calling the flow returns ``{output name: value}`` and raises
+``GraphRunFailed`` if a node failed, so it composes as a subflow in a user's own flow.
+``run`` calls the same flow and returns the full ``RunResult`` instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import Flow
+from prefect.context import FlowRunContext
+
+from integration.config import NodegraphConfig, load_config
+from integration.errors import NodegraphError
+from integration.graph.load import GraphSource, load_graph
+from integration.graph.registry import NodeRegistry
+from integration.graph.validate import BoundGraph, bind, resolve_inputs
+from integration.plan import Plan, make_plan
+from integration.prefect.execute import GraphExecution, NodeListener
+from integration.prefect.runners import task_runner_for
+from integration.prefect.tasks import node_task
+from integration.result import RunResult
+
+_PYTHON_TYPES: dict[str, Any] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "bool": bool,
+    "list": list,
+    "dict": dict,
+}
+
+
+class GraphRunFailed(NodegraphError):
+    """A graph flow finished with failed nodes; ``result`` holds the full report."""
+
+    def __init__(self, result: RunResult) -> None:
+        self.result = result
+        failed = [e for e in result.errors if e.error_type != "dependency"]
+        lines = [f"{e.node_id} ({e.node_type}): {e.error_type}: {e.message}" for e in failed]
+        super().__init__(f"graph {result.graph!r} failed:\n  " + "\n  ".join(lines))
+
+
+@dataclass
+class _Session:
+    """Per-call state that the caller of a flow shares with the flow body."""
+
+    listener: NodeListener | None = None
+    results: list[RunResult] = field(default_factory=list)
+
+
+_session: ContextVar[_Session | None] = ContextVar("nodegraph_session", default=None)
+
+
+def registry_from_config(config: NodegraphConfig) -> NodeRegistry:
+    """The default registry plus the config's extra node paths and modules."""
+    return NodeRegistry.default(
+        extra_paths=config.execution.node_paths, modules=config.execution.node_modules
+    )
+
+
+def prepare(
+    graph: GraphSource,
+    outputs: Sequence[str] | None = None,
+    registry: NodeRegistry | None = None,
+    config: NodegraphConfig | None = None,
+) -> Plan:
+    """Load, bind and plan a graph; every stage before Prefect is involved."""
+    config = config or load_config()
+    registry = registry or registry_from_config(config)
+    bound: BoundGraph = bind(load_graph(graph), registry)
+    return make_plan(bound, outputs)
+
+
+def flow_from_plan(
+    plan: Plan,
+    *,
+    strategy: str = "sequential",
+    processes: bool = False,
+    max_workers: int | None = None,
+) -> Flow[..., dict[str, Any]]:
+    """The Prefect flow that runs ``plan``."""
+    runner = task_runner_for(strategy, processes=processes, max_workers=max_workers)
+    tasks = {node_id: node_task(plan.steps[node_id].node) for node_id in plan.order}
+    bound = plan.graph
+    sequential = strategy == "sequential"
+
+    def run_graph_flow(**inputs: Any) -> dict[str, Any]:
+        session = _session.get()
+        values = resolve_inputs(bound, inputs)
+        execution = GraphExecution(plan, tasks, values, session.listener if session else None)
+        started = time.perf_counter()
+        result = execution.run_sequential() if sequential else execution.run_parallel()
+        result.duration_s = time.perf_counter() - started
+        result.strategy = f"{strategy}{'+processes' if processes and not sequential else ''}"
+        flow_run = FlowRunContext.get()
+        if flow_run is not None and flow_run.flow_run is not None:
+            result.flow_run_id = str(flow_run.flow_run.id)
+        if session is not None:
+            session.results.append(result)
+        if not result.ok:
+            raise GraphRunFailed(result)
+        return result.outputs
+
+    run_graph_flow.__signature__ = _signature(bound)  # type: ignore[attr-defined]
+    run_graph_flow.__doc__ = bound.graph.description or f"Run the graph {bound.name!r}."
+    return Flow(
+        fn=run_graph_flow,
+        name=bound.name,
+        description=bound.graph.description or None,
+        task_runner=runner,
+        validate_parameters=True,
+    )
+
+
+def _signature(bound: BoundGraph) -> inspect.Signature:
+    # Keyword-only, so Prefect passes every parameter by name into **inputs.
+    parameters = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=inspect.Parameter.empty if spec.required else spec.default,
+            annotation=_annotation(spec.type, nullable=not spec.required and spec.default is None),
+        )
+        for name, spec in bound.inputs.items()
+    ]
+    return inspect.Signature(parameters, return_annotation=dict[str, Any])
+
+
+def _annotation(type_name: str, nullable: bool) -> Any:
+    base = _PYTHON_TYPES.get(type_name, Any)
+    return base | None if nullable and base is not Any else base
+
+
+def to_flow(
+    graph: GraphSource,
+    *,
+    outputs: Sequence[str] | None = None,
+    strategy: str | None = None,
+    processes: bool | None = None,
+    max_workers: int | None = None,
+    registry: NodeRegistry | None = None,
+    config: NodegraphConfig | None = None,
+) -> Flow[..., dict[str, Any]]:
+    """A Prefect flow for ``graph``: call it, serve it, or use it as a subflow.
+
+    Settings not given come from the configuration (``execution.*``).
+    """
+    config = config or load_config()
+    plan = prepare(graph, outputs, registry, config)
+    return flow_from_plan(
+        plan,
+        strategy=strategy or config.execution.strategy,
+        processes=config.execution.processes if processes is None else processes,
+        max_workers=max_workers or config.execution.max_workers,
+    )
+
+
+def run(
+    graph: GraphSource,
+    inputs: Mapping[str, Any] | None = None,
+    outputs: Sequence[str] | None = None,
+    strategy: str | None = None,
+    *,
+    processes: bool | None = None,
+    max_workers: int | None = None,
+    registry: NodeRegistry | None = None,
+    config: NodegraphConfig | None = None,
+    on_node_finished: NodeListener | None = None,
+) -> RunResult:
+    """Run a graph and return its ``RunResult``; a failed node does not raise.
+
+    Invalid graphs raise ``GraphValidationError`` and bad inputs ``GraphInputError``
+    before anything runs. ``outputs`` takes output names or ``node.port`` references;
+    only the nodes they need run.
+    """
+    config = config or load_config()
+    plan = prepare(graph, outputs, registry, config)
+    values = resolve_inputs(plan.graph, inputs or {})
+    flow = flow_from_plan(
+        plan,
+        strategy=strategy or config.execution.strategy,
+        processes=config.execution.processes if processes is None else processes,
+        max_workers=max_workers or config.execution.max_workers,
+    )
+    session = _Session(listener=on_node_finished)
+    token = _session.set(session)
+    try:
+        state = flow(**values, return_state=True)
+    finally:
+        _session.reset(token)
+    if not session.results:
+        # The flow failed before its body could report (e.g. the API was unreachable).
+        state.result()
+        raise RuntimeError(f"flow for graph {plan.name!r} ended {state.type.value} without a result")
+    return session.results[-1]

@@ -1,0 +1,120 @@
+"""One Prefect task per node: the task body and how its task is configured.
+
+    >>> from integration.prefect.tasks import node_task
+    >>> # node_task(bound_node) -> a Task named after the node id, tagged with its type
+
+The body is a module-level function, so process pools and remote workers import it by
+reference; the ``NodeType`` it receives pickles by pack reference (see the registry).
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any
+
+from prefect import Task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+from prefect.logging import get_run_logger
+
+from integration.errors import NodegraphError, NodeInputError
+from integration.graph.context import ExecutionContext
+from integration.graph.nodetype import NodeType
+from integration.graph.transforms import TransformSpec, apply_transform
+from integration.graph.validate import BoundNode
+
+Upstream = tuple[Any, str | None, TransformSpec | None]
+"""How an input arrives: ``(producer, port, transform)``.
+
+The producer is an upstream ``NodeOutput`` (or a future of one, which Prefect resolves
+before the body runs) read at ``port``; with ``port=None`` it is the value itself, as
+for graph inputs.
+"""
+
+
+class NodeOutput:
+    """A node's output values by port, with the node function's own wall time."""
+
+    __slots__ = ("duration_s", "values")
+
+    def __init__(self, values: dict[str, Any], duration_s: float) -> None:
+        self.values = values
+        self.duration_s = duration_s
+
+    def __repr__(self) -> str:
+        return f"NodeOutput(ports={list(self.values)}, duration_s={self.duration_s:.6f})"
+
+
+class TransformError(NodegraphError, ValueError):
+    """An edge transform could not convert the value it received."""
+
+    error_type = NodeInputError.error_type
+
+
+def execute_node(
+    node_type: NodeType,
+    node_id: str,
+    literals: dict[str, Any],
+    upstream: dict[str, Upstream],
+) -> NodeOutput:
+    """Gather a node's inputs, check them, run the node and time it."""
+    values = dict(literals)
+    for port, (producer, source_port, transform) in upstream.items():
+        value = producer if source_port is None else producer.values[source_port]
+        if transform is not None:
+            try:
+                value = apply_transform(transform, value)
+            except Exception as exc:
+                raise TransformError(
+                    f"node {node_id!r}: transform {transform.name!r} on input {port!r} "
+                    f"failed on {type(value).__name__}: {exc}"
+                ) from exc
+        values[port] = value
+    problems = node_type.check_inputs(values)
+    if problems:
+        raise NodeInputError(f"node {node_id!r}: " + "; ".join(problems))
+    context = _context(node_type, node_id) if node_type.context_param else None
+    start = perf_counter()
+    try:
+        outputs = node_type.invoke(values, context)
+    except BaseException as exc:
+        _attach_duration(exc, perf_counter() - start)
+        raise
+    return NodeOutput(outputs, perf_counter() - start)
+
+
+def _attach_duration(exc: BaseException, seconds: float) -> None:
+    try:
+        exc.nodegraph_duration_s = seconds  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+
+
+def _context(node_type: NodeType, node_id: str) -> ExecutionContext:
+    run_context = TaskRunContext.get()
+    execution_id = str(run_context.task_run.flow_run_id) if run_context else ""
+    return ExecutionContext(
+        execution_id=execution_id,
+        node_id=node_id,
+        node_type=node_type.qualified_name,
+        logger=get_run_logger(),
+    )
+
+
+NODE_TASK: Task[..., NodeOutput] = Task(
+    fn=execute_node,
+    name="node",
+    # Caching arrives with the node-key cache policy; until then nothing is hashed or
+    # persisted, which also keeps unhashable values (arrays, handles) out of trouble.
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+
+
+def node_task(node: BoundNode) -> Task[..., NodeOutput]:
+    """The Prefect task of one node: named after the node, tagged with its type."""
+    return NODE_TASK.with_options(
+        name=node.id,
+        task_run_name=node.id,
+        tags={node.type.qualified_name, *node.tags},
+    )

@@ -1,0 +1,122 @@
+"""What a run gives back: outputs and a per-node report.
+
+    >>> from integration.result import NodeReport, NodeState, RunResult
+    >>> result = RunResult("g", "completed", {"y": 2},
+    ...                    {"a": NodeReport("a", "core.add", NodeState.COMPLETED, 0.001)})
+    >>> result.ok, result.to_dict()["nodes"][0]["state"]
+    (True, 'completed')
+
+``RunResult.to_dict()`` is the documented ``nodegraph run --json`` object. Later
+features add fields; existing fields are never renamed.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from integration.errors import NodeError
+
+
+class NodeState(StrEnum):
+    """Where a node ended up in a run."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    UPSTREAM_FAILED = "upstream_failed"
+    PENDING = "pending"
+
+
+class RunState(StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass
+class NodeReport:
+    """One node's outcome. ``duration_s`` is the node function's own wall time."""
+
+    node_id: str
+    node_type: str
+    state: NodeState
+    duration_s: float | None = None
+    error: NodeError | None = None
+    task_run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "type": self.node_type,
+            "state": str(self.state),
+            "duration_s": self.duration_s,
+            "error": self.error.to_dict() if self.error else None,
+        }
+
+
+@dataclass
+class RunResult:
+    """The outputs of a run and what happened to each node, in plan order."""
+
+    graph: str
+    state: str
+    outputs: dict[str, Any]
+    nodes: dict[str, NodeReport]
+    flow_run_id: str | None = None
+    duration_s: float | None = None
+    strategy: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.state == RunState.COMPLETED
+
+    @property
+    def errors(self) -> list[NodeError]:
+        return [r.error for r in self.nodes.values() if r.error is not None]
+
+    def counts(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for report in self.nodes.values():
+            totals[str(report.state)] = totals.get(str(report.state), 0) + 1
+        return totals
+
+    def __getitem__(self, name: str) -> Any:
+        return self.outputs[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``nodegraph run --json`` object; values made JSON-safe by ``to_jsonable``."""
+        return {
+            "graph": self.graph,
+            "state": self.state,
+            "outputs": {name: to_jsonable(value) for name, value in self.outputs.items()},
+            "nodes": [report.to_dict() for report in self.nodes.values()],
+            "flow_run_id": self.flow_run_id,
+            "duration_s": self.duration_s,
+            "strategy": self.strategy,
+        }
+
+
+def to_jsonable(value: Any) -> Any:
+    """A JSON-safe rendering of a node value.
+
+    numpy arrays become nested lists and numpy scalars Python numbers; bytes become
+    ``{"base64": ...}``; non-finite floats become strings (``"nan"``, ``"inf"``);
+    sets and tuples become lists; anything else unknown becomes its ``repr``.
+    """
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode()}
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return to_jsonable(value.tolist())
+    return repr(value)
