@@ -66,6 +66,11 @@ class ExecutionConfig(_Section):
     processes: bool = Field(
         default=False, description="parallel: use a process pool instead of threads."
     )
+    tag_node_types: bool = Field(
+        default=True,
+        description="Tag each task run with its node type (enables Prefect tag concurrency "
+        "limits per type; costs one server round trip per task run).",
+    )
     node_paths: list[Path] = Field(
         default_factory=list, description="Extra folders of node packs, after ./nodes."
     )

@@ -23,7 +23,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect import Flow
+from prefect import Flow, Task
 from prefect.context import FlowRunContext
 
 from integration.config import NodegraphConfig, load_config
@@ -68,6 +68,12 @@ class _Session:
 _session: ContextVar[_Session | None] = ContextVar("nodegraph_session", default=None)
 
 
+def _current_session() -> _Session | None:
+    # Flow bodies reach the ContextVar through this module-level function: process
+    # pools pickle the flow with every task, and a ContextVar cannot be pickled.
+    return _session.get()
+
+
 def registry_from_config(config: NodegraphConfig) -> NodeRegistry:
     """The default registry plus the config's extra node paths and modules."""
     return NodeRegistry.default(
@@ -94,29 +100,17 @@ def flow_from_plan(
     strategy: str = "sequential",
     processes: bool = False,
     max_workers: int | None = None,
+    tag_node_types: bool = True,
 ) -> Flow[..., dict[str, Any]]:
     """The Prefect flow that runs ``plan``."""
     runner = task_runner_for(strategy, processes=processes, max_workers=max_workers)
-    tasks = {node_id: node_task(plan.steps[node_id].node) for node_id in plan.order}
+    label = f"{strategy}{'+processes' if processes and strategy != 'sequential' else ''}"
+    tasks = {n: node_task(plan.steps[n].node, tag_node_types) for n in plan.order}
+    state = _FlowState(plan, tasks, label)
     bound = plan.graph
-    sequential = strategy == "sequential"
 
     def run_graph_flow(**inputs: Any) -> dict[str, Any]:
-        session = _session.get()
-        values = resolve_inputs(bound, inputs)
-        execution = GraphExecution(plan, tasks, values, session.listener if session else None)
-        started = time.perf_counter()
-        result = execution.run_sequential() if sequential else execution.run_parallel()
-        result.duration_s = time.perf_counter() - started
-        result.strategy = f"{strategy}{'+processes' if processes and not sequential else ''}"
-        flow_run = FlowRunContext.get()
-        if flow_run is not None and flow_run.flow_run is not None:
-            result.flow_run_id = str(flow_run.flow_run.id)
-        if session is not None:
-            session.results.append(result)
-        if not result.ok:
-            raise GraphRunFailed(result)
-        return result.outputs
+        return _run_body(state, inputs)
 
     run_graph_flow.__signature__ = _signature(bound)  # type: ignore[attr-defined]
     run_graph_flow.__doc__ = bound.graph.description or f"Run the graph {bound.name!r}."
@@ -127,6 +121,54 @@ def flow_from_plan(
         task_runner=runner,
         validate_parameters=True,
     )
+
+
+class _FlowState:
+    """What a graph flow's body needs: the plan and its node tasks.
+
+    Process pools pickle the running flow with every task they submit; the state
+    pickles as a light placeholder, so submits stay O(1) in graph size. Only the
+    process that built the flow runs its body.
+    """
+
+    __slots__ = ("plan", "strategy", "tasks")
+
+    def __init__(self, plan: Plan, tasks: dict[str, Task[..., Any]], strategy: str) -> None:
+        self.plan = plan
+        self.tasks = tasks
+        self.strategy = strategy
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_state_elsewhere, (self.plan.name,))
+
+
+def _state_elsewhere(graph_name: str) -> None:
+    return None
+
+
+def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> dict[str, Any]:
+    if state is None:
+        raise RuntimeError("a graph flow body runs only in the process that built the flow")
+    session = _current_session()
+    values = resolve_inputs(state.plan.graph, inputs)
+    execution = GraphExecution(
+        state.plan, state.tasks, values, session.listener if session else None
+    )
+    started = time.perf_counter()
+    if state.strategy == "sequential":
+        result = execution.run_sequential()
+    else:
+        result = execution.run_parallel()
+    result.duration_s = time.perf_counter() - started
+    result.strategy = state.strategy
+    flow_run = FlowRunContext.get()
+    if flow_run is not None and flow_run.flow_run is not None:
+        result.flow_run_id = str(flow_run.flow_run.id)
+    if session is not None:
+        session.results.append(result)
+    if not result.ok:
+        raise GraphRunFailed(result)
+    return result.outputs
 
 
 def _signature(bound: BoundGraph) -> inspect.Signature:
@@ -169,6 +211,7 @@ def to_flow(
         strategy=strategy or config.execution.strategy,
         processes=config.execution.processes if processes is None else processes,
         max_workers=max_workers or config.execution.max_workers,
+        tag_node_types=config.execution.tag_node_types,
     )
 
 
@@ -198,6 +241,7 @@ def run(
         strategy=strategy or config.execution.strategy,
         processes=config.execution.processes if processes is None else processes,
         max_workers=max_workers or config.execution.max_workers,
+        tag_node_types=config.execution.tag_node_types,
     )
     session = _Session(listener=on_node_finished)
     token = _session.set(session)

@@ -1,0 +1,1 @@
+"""The ``nodegraph`` command line (typer + rich)."""

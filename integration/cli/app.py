@@ -1,0 +1,272 @@
+"""The ``nodegraph`` command: run, validate, plan, nodes and schema.
+
+    $ nodegraph run flows/examples/hello.yaml --input name=Ada
+    $ nodegraph validate flows/examples/hello.yaml --json
+
+Exit codes: 0 success; 1 the graph is invalid, its inputs are bad, or a node failed;
+2 the command line itself is wrong. With ``--json`` stdout carries exactly one JSON
+object and progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+
+from integration.cli import render
+from integration.config import NodegraphConfig, load_config
+from integration.errors import ConfigError, GraphLoadError, NodegraphError
+from integration.graph import Graph, GraphValidationError, NodeRegistry, bind, load_graph
+from integration.graph.model import graph_json_schema
+from integration.plan import make_plan
+
+app = typer.Typer(
+    name="nodegraph",
+    help="Run typed node graphs as Prefect flows.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Config file (default: $NODEGRAPH_CONFIG, ./nodegraph.yaml)."),
+]
+NodesOption = Annotated[
+    list[Path] | None,
+    typer.Option("--nodes", help="Extra folder of node packs (repeatable)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def _config(path: Path | None, nodes: list[Path] | None) -> NodegraphConfig:
+    config = load_config(path)
+    if nodes:
+        config.execution.node_paths = [*config.execution.node_paths, *nodes]
+    return config
+
+
+def _registry(config: NodegraphConfig) -> NodeRegistry:
+    return NodeRegistry.default(
+        extra_paths=config.execution.node_paths, modules=config.execution.node_modules
+    )
+
+
+def _fail(message: str, as_json: bool, payload: dict[str, Any] | None = None) -> typer.Exit:
+    if as_json:
+        print(json.dumps(payload or {"state": "error", "error": message}))
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    return typer.Exit(1)
+
+
+def parse_inputs(graph: Graph, pairs: list[str]) -> dict[str, Any]:
+    """``name=value`` pairs; values read as YAML, except for ``str`` inputs."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"{pair!r}: write inputs as name=value", param_hint="--input")
+        spec = graph.inputs.get(name)
+        if spec is not None and spec.type == "str":
+            values[name] = raw
+            continue
+        try:
+            values[name] = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            values[name] = raw
+    return values
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="Graph document (YAML or JSON).")],
+    strategy: Annotated[
+        str | None, typer.Option("--strategy", "-s", help="sequential or parallel.")
+    ] = None,
+    processes: Annotated[
+        bool | None, typer.Option("--processes/--threads", help="parallel: process pool.")
+    ] = None,
+    max_workers: Annotated[int | None, typer.Option(min=1, help="Pool size.")] = None,
+    input_: Annotated[
+        list[str] | None, typer.Option("--input", "-i", help="name=value (repeatable).")
+    ] = None,
+    output: Annotated[
+        list[str] | None,
+        typer.Option("--output", "-o", help="Output name or node.port (repeatable)."),
+    ] = None,
+    as_json: JsonOption = False,
+    config_file: ConfigOption = None,
+    nodes: NodesOption = None,
+) -> None:
+    """Run a graph as a Prefect flow and print its outputs and a per-node summary."""
+    try:
+        config = _config(config_file, nodes)
+        graph = load_graph(file)
+        inputs = parse_inputs(graph, input_ or [])
+        registry = _registry(config)
+    except (ConfigError, GraphLoadError, NodegraphError) as exc:
+        raise _fail(str(exc), as_json) from None
+    _quiet_prefect_console(config)
+
+    from integration.prefect.flow import run as run_graph
+
+    announce_server = not _api_configured()
+    if announce_server:
+        err.print(
+            "No PREFECT_API_URL is set: starting Prefect's temporary local server "
+            "(the first start takes several seconds; see the README to use your own).",
+            style="dim",
+        )
+    show_progress = config.monitoring.progress and err.is_terminal
+    try:
+        with render.NodeProgress(err, enabled=show_progress) as progress:
+            result = run_graph(
+                graph,
+                inputs=inputs,
+                outputs=output,
+                strategy=strategy,
+                processes=processes,
+                max_workers=max_workers,
+                registry=registry,
+                config=config,
+                on_node_finished=progress.update,
+            )
+    except GraphValidationError as exc:
+        raise _fail(str(exc), as_json, {"graph": graph.name, "state": "invalid",
+                                        "error": str(exc), **exc.to_dict()}) from None
+    except (NodegraphError, ValueError) as exc:
+        raise _fail(str(exc), as_json, {"graph": graph.name, "state": "error",
+                                        "error": str(exc)}) from None
+    except Exception as exc:
+        # Infrastructure failures (Prefect API unreachable, ...) still end in one JSON
+        # object and a message, with the traceback for the bug report on stderr.
+        err.print_exception()
+        message = f"{type(exc).__name__}: {exc}"
+        raise _fail(message, as_json, {"graph": graph.name, "state": "error",
+                                       "error": message}) from None
+    if as_json:
+        print(json.dumps(result.to_dict()))
+    else:
+        render.run_summary(out, result)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def validate(
+    file: Annotated[Path, typer.Argument(help="Graph document (YAML or JSON).")],
+    as_json: JsonOption = False,
+    config_file: ConfigOption = None,
+    nodes: NodesOption = None,
+) -> None:
+    """Check a graph without running it: exit 0 when valid, 1 with a report when not."""
+    try:
+        config = _config(config_file, nodes)
+        graph = load_graph(file)
+        bound = bind(graph, _registry(config))
+    except GraphValidationError as exc:
+        if as_json:
+            print(json.dumps(exc.to_dict()))
+        else:
+            render.problems(err, exc)
+        raise typer.Exit(1) from None
+    except GraphLoadError as exc:
+        payload = {"graph": str(file), "valid": False,
+                   "problems": [{"node_id": "<document>", "code": "load_error",
+                                 "message": f"{where}: {msg}", "details": ""}
+                                for where, msg in exc.problems]}
+        raise _fail(str(exc), as_json, payload) from None
+    except NodegraphError as exc:
+        raise _fail(str(exc), as_json) from None
+    if as_json:
+        print(json.dumps({"graph": bound.name, "valid": True, "nodes": len(bound.nodes),
+                          "problems": []}))
+    else:
+        out.print(f"[green]valid[/]: graph {bound.name!r} with {len(bound.nodes)} nodes")
+
+
+@app.command()
+def plan(
+    file: Annotated[Path, typer.Argument(help="Graph document (YAML or JSON).")],
+    output: Annotated[
+        list[str] | None,
+        typer.Option("--output", "-o", help="Output name or node.port (repeatable)."),
+    ] = None,
+    as_json: JsonOption = False,
+    config_file: ConfigOption = None,
+    nodes: NodesOption = None,
+) -> None:
+    """Show what a run would execute: the order and the levels that run side by side."""
+    try:
+        config = _config(config_file, nodes)
+        bound = bind(load_graph(file), _registry(config))
+        the_plan = make_plan(bound, output)
+    except GraphValidationError as exc:
+        if as_json:
+            print(json.dumps(exc.to_dict()))
+        else:
+            render.problems(err, exc)
+        raise typer.Exit(1) from None
+    except NodegraphError as exc:
+        raise _fail(str(exc), as_json) from None
+    if as_json:
+        print(json.dumps(the_plan.to_dict()))
+    else:
+        render.plan(out, the_plan)
+
+
+@app.command("nodes")
+def list_nodes(
+    prefix: Annotated[str | None, typer.Argument(help="Only types starting with this.")] = None,
+    as_json: JsonOption = False,
+    config_file: ConfigOption = None,
+    nodes: NodesOption = None,
+) -> None:
+    """List node types with their description and ports."""
+    try:
+        registry = _registry(_config(config_file, nodes))
+    except NodegraphError as exc:
+        raise _fail(str(exc), as_json) from None
+    types = [t for t in registry if not prefix or t.qualified_name.startswith(prefix)]
+    if as_json:
+        print(json.dumps([t.describe() for t in types], default=repr))
+    else:
+        render.node_types(out, types)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of graph documents."""
+    print(json.dumps(graph_json_schema(), indent=2))
+
+
+def _api_configured() -> bool:
+    from prefect.settings import get_current_settings
+
+    return bool(get_current_settings().api.url)
+
+
+def _quiet_prefect_console(config: NodegraphConfig) -> None:
+    # Prefect logs every task run at INFO; the progress bar says the same more briefly.
+    # Only the console handler is quieted: the Prefect UI still receives every log.
+    os.environ.setdefault(
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", config.monitoring.prefect_console_log_level
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,146 @@
+"""Rich renderings for the CLI: progress, run summaries, problems, plans, node types."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from integration.graph import GraphValidationError, NodeType
+from integration.plan import Plan
+from integration.result import NodeReport, NodeState, RunResult, to_jsonable
+
+_STATE_STYLE = {
+    NodeState.COMPLETED: "green",
+    NodeState.FAILED: "bold red",
+    NodeState.UPSTREAM_FAILED: "yellow",
+    NodeState.PENDING: "dim",
+}
+
+
+class NodeProgress:
+    """A live ``done/total`` bar on stderr, fed by the run's node listener."""
+
+    def __init__(self, console: Console, enabled: bool = True) -> None:
+        self._progress = (
+            Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[last]}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+            if enabled
+            else None
+        )
+        self._task: Any = None
+
+    def __enter__(self) -> NodeProgress:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, report: NodeReport, finished: int, total: int) -> None:
+        if self._progress is None:
+            return
+        if self._task is None:
+            self._task = self._progress.add_task("nodes", total=total, last="")
+        self._progress.update(
+            self._task, completed=finished, last=f"{report.node_id}: {report.state}"
+        )
+
+
+def run_summary(console: Console, result: RunResult) -> None:
+    table = Table(title=f"graph {result.graph!r}: {result.state}", title_justify="left")
+    table.add_column("node")
+    table.add_column("type", style="dim")
+    table.add_column("state")
+    table.add_column("time", justify="right")
+    table.add_column("error", overflow="fold")
+    for report in result.nodes.values():
+        style = _STATE_STYLE.get(report.state, "")
+        table.add_row(
+            report.node_id,
+            report.node_type,
+            f"[{style}]{report.state}[/]",
+            _duration(report.duration_s),
+            f"{report.error.error_type}: {report.error.message}" if report.error else "",
+        )
+    console.print(table)
+    if result.outputs:
+        outputs = Table(title="outputs", title_justify="left", show_header=False)
+        outputs.add_column("name", style="bold")
+        outputs.add_column("value", overflow="fold")
+        for name, value in result.outputs.items():
+            outputs.add_row(name, _short(to_jsonable(value)))
+        console.print(outputs)
+    if result.flow_run_id:
+        console.print(f"flow run {result.flow_run_id}", style="dim")
+
+
+def problems(console: Console, error: GraphValidationError) -> None:
+    count = len(error.problems)
+    console.print(f"[bold red]graph {error.graph_name!r} is invalid[/] ({count} problem"
+                  f"{'s' if count != 1 else ''})")
+    table = Table(show_header=True)
+    table.add_column("node")
+    table.add_column("problem", style="yellow")
+    table.add_column("message", overflow="fold")
+    for node_id, found in error.by_node().items():
+        for problem in found:
+            table.add_row(node_id, problem.code, problem.message)
+    console.print(table)
+
+
+def plan(console: Console, the_plan: Plan) -> None:
+    console.print(f"[bold]{the_plan.name}[/]: {len(the_plan.order)} nodes, "
+                  f"{len(the_plan.levels)} levels")
+    table = Table("level", "nodes (run side by side)")
+    for depth, group in enumerate(the_plan.levels):
+        table.add_row(str(depth), ", ".join(group))
+    console.print(table)
+    console.print("order: " + " → ".join(the_plan.order), overflow="fold")
+    skipped = sorted(set(the_plan.graph.nodes) - set(the_plan.steps))
+    if skipped:
+        console.print(f"not needed for the requested outputs: {', '.join(skipped)}", style="dim")
+
+
+def node_types(console: Console, types: Iterable[NodeType]) -> None:
+    table = Table("type", "description", "inputs", "outputs")
+    for node_type in types:
+        inputs = ", ".join(
+            f"{p.name}: {p.type}" + ("" if p.required else "?") for p in node_type.inputs.values()
+        )
+        outputs = ", ".join(f"{p.name}: {p.type}" for p in node_type.outputs.values())
+        table.add_row(node_type.qualified_name, node_type.description, inputs, outputs)
+    console.print(table)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 3] + "..."
