@@ -177,7 +177,7 @@ def validate(
         if as_json:
             print(json.dumps(exc.to_dict()))
         else:
-            render.problems(err, exc)
+            render.problems(out, exc)
         raise typer.Exit(1) from None
     except GraphLoadError as exc:
         payload = {"graph": str(file), "valid": False,

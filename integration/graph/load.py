@@ -19,7 +19,12 @@ import yaml
 from pydantic import ValidationError
 
 from integration.errors import GraphLoadError
-from integration.graph.model import Graph
+from integration.graph.model import (
+    GRAPH_NAME_PATTERN,
+    NODE_ID_PATTERN,
+    PORT_REF_PATTERN,
+    Graph,
+)
 
 GraphSource = Graph | Mapping[str, Any] | str | Path
 
@@ -104,8 +109,17 @@ def _message(error: Any) -> str:
     if error["type"] == "literal_error" and error["loc"] == ("schema",):
         return f"unsupported schema {error['input']!r}; this nodegraph reads 'nodegraph/v1'"
     if error["type"] == "string_pattern_mismatch":
-        return f"{message} (got {error['input']!r})"
+        pattern = error.get("ctx", {}).get("pattern")
+        expected = _PATTERN_MEANINGS.get(pattern, f"text matching {pattern}")
+        return f"expected {expected}, got {error['input']!r}"
     return message
+
+
+_PATTERN_MEANINGS = {
+    PORT_REF_PATTERN: "a port reference 'node_id.port'",
+    NODE_ID_PATTERN: "a node id of letters, digits, '_', '-' and ':'",
+    GRAPH_NAME_PATTERN: "a name of letters, digits, spaces, '_', '-' and '.'",
+}
 
 
 def _marks(text: str) -> Any:

@@ -82,8 +82,9 @@ def find_cycle(
         seen[node] = len(walk)
         walk.append(node)
         node = min(pred for pred in predecessors[node] if pred in pool)
-    cycle_backwards = walk[seen[node] :]
-    cycle = list(reversed(cycle_backwards))
+    cycle = list(reversed(walk[seen[node] :]))
+    first = cycle.index(min(cycle))  # start at the smallest id, so reports are stable
+    cycle = cycle[first:] + cycle[:first]
     return [*cycle, cycle[0]]
 
 

@@ -105,10 +105,11 @@ class NodeRegistry:
     def suggest(self, name: str, limit: int = 3) -> list[str]:
         """Known names closest to ``name``, best first."""
         names = list(self._types)
-        close = difflib.get_close_matches(name, names, n=limit, cutoff=0.5)
+        close = difflib.get_close_matches(name, names, n=limit * 3, cutoff=0.5)
+        close.sort(key=lambda candidate: not candidate.startswith(name))  # typos drop letters
         short = name.rpartition(".")[2]
         same_short = [n for n in names if n.rpartition(".")[2] == short and n not in close]
-        return (close + sorted(same_short))[:limit]
+        return (close[:limit] + sorted(same_short))[:limit]
 
     def register(self, node_type: NodeType, pack: str | None = None) -> NodeType:
         """Add one type, namespaced by ``pack`` if it has none yet."""

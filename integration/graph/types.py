@@ -30,8 +30,16 @@ _BUILTIN_NAMES: dict[Any, str] = {
     object: ANY,
 }
 
-# Edges that convert losslessly are allowed without a transform.
-_WIDENINGS = {("int", "float"), ("bool", "int"), ("bool", "float")}
+# Edges that convert losslessly are allowed without a transform. Numbers and lists
+# feed array ports because numpy broadcasts scalars and converts lists.
+_WIDENINGS = {
+    ("int", "float"),
+    ("bool", "int"),
+    ("bool", "float"),
+    ("int", "ndarray"),
+    ("float", "ndarray"),
+    ("list", "ndarray"),
+}
 
 
 def _is_ndarray(value: Any) -> bool:

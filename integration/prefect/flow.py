@@ -106,7 +106,7 @@ def flow_from_plan(
     runner = task_runner_for(strategy, processes=processes, max_workers=max_workers)
     label = f"{strategy}{'+processes' if processes and strategy != 'sequential' else ''}"
     tasks = {n: node_task(plan.steps[n].node, tag_node_types) for n in plan.order}
-    state = _FlowState(plan, tasks, label)
+    state = _FlowState(plan, tasks, label, max_workers)
     bound = plan.graph
 
     def run_graph_flow(**inputs: Any) -> dict[str, Any]:
@@ -131,12 +131,19 @@ class _FlowState:
     process that built the flow runs its body.
     """
 
-    __slots__ = ("plan", "strategy", "tasks")
+    __slots__ = ("max_workers", "plan", "strategy", "tasks")
 
-    def __init__(self, plan: Plan, tasks: dict[str, Task[..., Any]], strategy: str) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        tasks: dict[str, Task[..., Any]],
+        strategy: str,
+        max_workers: int | None = None,
+    ) -> None:
         self.plan = plan
         self.tasks = tasks
         self.strategy = strategy
+        self.max_workers = max_workers
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_state_elsewhere, (self.plan.name,))
@@ -158,7 +165,7 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> dict[str, Any
     if state.strategy == "sequential":
         result = execution.run_sequential()
     else:
-        result = execution.run_parallel()
+        result = execution.run_parallel(window=state.max_workers)
     result.duration_s = time.perf_counter() - started
     result.strategy = state.strategy
     flow_run = FlowRunContext.get()

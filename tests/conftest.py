@@ -1,0 +1,119 @@
+"""Shared fixtures: an isolated Prefect home, one real Prefect server per session.
+
+Services follow one rule: when the binary is missing, the fixture skips locally and
+fails under ``CI=true``, so a skip can never hide a missing install step.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# Before anything imports Prefect: a private Prefect home, and no telemetry.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="nodegraph-prefect-home-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+# Quiet the console only: task-run logs must still reach the API, where tests read them.
+os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+for _name in list(os.environ):
+    if _name.startswith("NODEGRAPH_"):
+        del os.environ[_name]  # the developer's own settings must not leak into tests
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# The API URL is fixed before Prefect is imported, so every Prefect client in this
+# process (and every subprocess) talks to the session's server.
+_API_PORT = free_port()
+os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{_API_PORT}/api"
+
+
+def require_binary(name: str) -> str:
+    """The path of a service binary; skip without it, or fail under CI=true."""
+    path = shutil.which(name) or (
+        str(Path(sys.executable).parent / name)
+        if (Path(sys.executable).parent / name).exists()
+        else None
+    )
+    if path is None:
+        message = f"{name} is not installed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI must install it (see .ci/run)")
+        pytest.skip(message)
+    return path
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"prefect server exited early:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"prefect server not healthy after {limit_s}s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``prefect server start`` on a free loopback port, for the whole session."""
+    prefect = require_binary("prefect")
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    log = home / "server.log"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": "",
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(_API_PORT)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    url = os.environ["PREFECT_API_URL"]
+    try:
+        _wait_healthy(url, process, log, limit_s=120)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def registry():  # noqa: ANN201
+    from integration.graph import NodeRegistry
+
+    return NodeRegistry.default(extra_paths=[FIXTURES / "packs"])
+
+
+@pytest.fixture
+def fixture_path() -> type[Path]:
+    return FIXTURES  # type: ignore[return-value]

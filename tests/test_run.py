@@ -1,0 +1,234 @@
+"""Graphs run as Prefect flows against a real Prefect server (one per session)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+import integration
+from integration.config import ExecutionConfig, NodegraphConfig
+from integration.errors import ErrorType
+from integration.graph import GraphInputError, GraphValidationError
+from integration.result import NodeState
+
+pytestmark = pytest.mark.integration
+
+GRAPHS = Path(__file__).parent / "fixtures" / "graphs"
+EXAMPLES = Path(__file__).resolve().parents[1] / "flows" / "examples"
+STRATEGIES = [
+    pytest.param({"strategy": "sequential"}, id="sequential"),
+    pytest.param({"strategy": "parallel"}, id="threads"),
+    pytest.param({"strategy": "parallel", "processes": True, "max_workers": 2}, id="processes"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _server(prefect_server):
+    return prefect_server
+
+
+def run(graph, registry, **kwargs):
+    return integration.run(graph, registry=registry, **kwargs)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_outputs_and_node_reports(registry, strategy):
+    result = run(GRAPHS / "arithmetic.yaml", registry, inputs={"x": 23}, **strategy)
+    assert result.ok, result.errors
+    # 23 = 4 * 5 + 3; total = 4 * 10 + 3; picked = $.a.b[1] + 0.5
+    assert result.outputs == {"total": 43, "picked": 20.5, "label": "q=4 r=3",
+                              "quotient_text": 4}
+    order = list(result.nodes)
+    assert order.index("split") < order.index("scaled") < order.index("total")
+    assert "unused" not in result.nodes
+    for report in result.nodes.values():
+        assert report.state == NodeState.COMPLETED
+        assert report.duration_s is not None and report.duration_s >= 0
+        assert report.task_run_id
+    assert result.flow_run_id and result.strategy.startswith(strategy["strategy"])
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_failure_stops_its_descendants_and_spares_independent_branches(registry, strategy):
+    result = run(GRAPHS / "failing_branch.yaml", registry, **strategy)
+    assert result.state == "failed" and not result.ok
+    states = {n: r.state for n, r in result.nodes.items()}
+    assert states == {
+        "ten": NodeState.COMPLETED,
+        "good": NodeState.COMPLETED,
+        "zero": NodeState.COMPLETED,
+        "bad_divide": NodeState.FAILED,
+        "after_bad": NodeState.UPSTREAM_FAILED,
+    }
+    error = result.nodes["bad_divide"].error
+    assert error.error_type == ErrorType.RUNTIME and error.exception_type == "ZeroDivisionError"
+    assert "division by zero" in error.message and "ZeroDivisionError" in error.stacktrace
+    assert result.nodes["after_bad"].error.error_type == ErrorType.DEPENDENCY
+    assert result.outputs == {"good": 11.0}
+
+
+def test_processes_really_run_in_other_processes(registry):
+    graph = {
+        "name": "pids",
+        "nodes": [{"id": f"p{i}", "type": "testpack.pid", "params": {"value": i}}
+                  for i in range(4)],
+    }
+    result = run(graph, registry, strategy="parallel", processes=True, max_workers=2)
+    pids = {result.outputs[f"p{i}.out"] for i in range(4)}
+    assert os.getpid() not in pids
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES[1:])
+def test_independent_branches_run_side_by_side(registry, strategy):
+    graph = {
+        "name": "overlap",
+        "nodes": [{"id": f"s{i}", "type": "testpack.interval", "params": {"seconds": 0.5}}
+                  for i in range(2)],
+    }
+    result = run(graph, registry, **strategy)
+    assert result.ok
+    starts = [result.outputs[f"s{i}.start"] for i in range(2)]
+    ends = [result.outputs[f"s{i}.end"] for i in range(2)]
+    assert max(starts) < min(ends), "the two independent nodes did not overlap"
+
+
+def test_sequential_runs_one_node_at_a_time(registry):
+    graph = {
+        "name": "no-overlap",
+        "nodes": [{"id": f"s{i}", "type": "testpack.interval", "params": {"seconds": 0.2}}
+                  for i in range(2)],
+    }
+    result = run(graph, registry, strategy="sequential")
+    assert result.outputs["s0.end"] <= result.outputs["s1.start"]
+
+
+def test_runtime_input_checks_and_transform_failures(registry):
+    result = run(GRAPHS / "runtime_checks.yaml", registry)
+    split, number = result.nodes["split"], result.nodes["number"]
+    assert split.state == NodeState.FAILED and split.error.error_type == ErrorType.VALIDATION
+    assert "input 'b' must be >= 1, got 0" in split.error.message
+    assert number.state == NodeState.FAILED and number.error.error_type == ErrorType.VALIDATION
+    assert "transform 'float' on input 'a' failed" in number.error.message
+
+
+def test_output_mismatch_is_reported_against_the_node(registry):
+    result = run({"name": "bad-out", "nodes": [{"id": "b", "type": "testpack.bad_outputs"}]},
+                 registry)
+    assert result.nodes["b"].error.error_type == ErrorType.VALIDATION
+    assert "must return a mapping or a 2-tuple" in result.nodes["b"].error.message
+
+
+def test_lazy_outputs_run_only_their_ancestors(registry):
+    result = run(GRAPHS / "arithmetic.yaml", registry, outputs=["split.remainder"])
+    assert list(result.nodes) == ["split"]
+    assert result.outputs == {"split.remainder": 2}
+
+
+def test_invalid_graphs_and_inputs_fail_before_anything_runs(registry):
+    with pytest.raises(GraphValidationError):
+        run(GRAPHS / "cycle.yaml", registry)
+    with pytest.raises(GraphInputError, match="must be >= 0"):
+        run(GRAPHS / "arithmetic.yaml", registry, inputs={"x": -5})
+
+
+def test_execution_context_reaches_the_node_and_logs_to_the_task_run(registry):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId
+
+    result = run(GRAPHS / "context.yaml", registry)
+    info = result.outputs["info"]
+    assert info == {"execution_id": result.flow_run_id, "node_id": "probe",
+                    "node_type": "testpack.whoami", "label": "hi"}
+    task_run_id = result.nodes["probe"].task_run_id
+    with get_client(sync_client=True) as client:
+        for _ in range(50):
+            logs = client.read_logs(log_filter=LogFilter(
+                task_run_id=LogFilterTaskRunId(any_=[task_run_id])))
+            messages = [log.message for log in logs]
+            if any("whoami says hello from probe" in m for m in messages):
+                break
+            threading.Event().wait(0.2)
+    assert any("whoami says hello from probe" in m for m in messages)
+    assert any("progress 1/2" in m for m in messages)
+
+
+def _task_runs(flow_run_id, expected):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        for _ in range(100):
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            if len(runs) >= expected and all(r.state and r.state.is_final() for r in runs):
+                return {r.name: r for r in runs}
+            threading.Event().wait(0.2)
+    raise AssertionError(f"task runs of {flow_run_id} did not all arrive")
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "parallel"])
+def test_one_task_run_per_node_named_and_tagged_with_futures_as_inputs(registry, strategy):
+    from prefect.client.orchestration import get_client
+
+    result = run(EXAMPLES / "hello.yaml", registry, strategy=strategy)
+    runs = _task_runs(result.flow_run_id, 4)
+    assert set(runs) == {"greeting", "shout", "letters", "doubled"}
+    assert runs["shout"].tags == ["core.upper"]
+    # the consumer's inputs reference the producer's task run: the UI draws the edge
+    upstream = runs["shout"].task_inputs["upstream"]
+    assert [ref.id for ref in upstream] == [runs["greeting"].id]
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(result.flow_run_id)
+        flow = client.read_flow(flow_run.flow_id)
+    assert flow.name == "hello"
+    assert flow_run.parameters == {"name": "world"}
+
+
+def test_type_tags_can_be_turned_off(registry):
+    config = NodegraphConfig(execution=ExecutionConfig(tag_node_types=False))
+    result = run(EXAMPLES / "hello.yaml", registry, config=config)
+    runs = _task_runs(result.flow_run_id, 4)
+    assert all(r.tags == [] for r in runs.values())
+
+
+def test_to_flow_parameters_come_from_graph_inputs(registry):
+    flow = integration.to_flow(GRAPHS / "arithmetic.yaml", registry=registry)
+    assert flow.name == "arithmetic"
+    properties = flow.parameters.properties
+    assert set(properties) == {"x", "divisor", "payload"}
+    assert properties["x"]["type"] == "integer" and properties["x"]["default"] == 17
+    assert flow(x=7, divisor=2)["total"] == 31
+
+
+def test_to_flow_works_as_a_subflow(registry):
+    from prefect import flow
+
+    hello = integration.to_flow(EXAMPLES / "hello.yaml", registry=registry)
+
+    @flow
+    def greet_everyone(names: list[str]) -> list[str]:
+        return [hello(name=name)["message"] for name in names]
+
+    assert greet_everyone(["ada", "bob"]) == ["HELLO, ADA!", "HELLO, BOB!"]
+
+
+def test_calling_a_failing_flow_raises_with_the_report(registry):
+    failing = integration.to_flow(GRAPHS / "failing_branch.yaml", registry=registry)
+    with pytest.raises(integration.GraphRunFailed) as caught:
+        failing()
+    assert caught.value.result.nodes["bad_divide"].state == NodeState.FAILED
+    assert "bad_divide (core.divide): runtime: float division by zero" in str(caught.value)
+
+
+def test_examples_run(registry):
+    hello = run(EXAMPLES / "hello.yaml", registry, inputs={"name": "Ada"})
+    assert hello.outputs == {"message": "HELLO, ADA!", "letters_doubled": 6}
+    arrays = run(EXAMPLES / "arrays.yaml", registry, strategy="parallel")
+    assert abs(arrays.outputs["mean"]) < 1 and arrays.outputs["spread"] > 0
+    assert len(arrays.outputs["column_sums"]) == 3
+    assert abs(sum(arrays.outputs["column_sums"])) < 1e-9  # centred on the global mean
+    branches = run(EXAMPLES / "branches.yaml", registry, strategy="parallel")
+    assert branches.outputs["report"] == "10 numbers, mean 4.5, largest 9"
