@@ -17,8 +17,12 @@ def chain_doc(n: int, node_type: str = "bench.inc") -> dict[str, Any]:
     nodes = [{"id": f"n{i:05d}", "type": node_type} for i in range(n)]
     nodes[0]["params"] = {"x": 0}
     edges = [{"from": f"n{i:05d}.out", "to": f"n{i + 1:05d}.x"} for i in range(n - 1)]
-    return {"name": f"chain-{n}", "nodes": nodes, "edges": edges,
-            "outputs": {"result": f"n{n - 1:05d}.out"}}
+    return {
+        "name": f"chain-{n}",
+        "nodes": nodes,
+        "edges": edges,
+        "outputs": {"result": f"n{n - 1:05d}.out"},
+    }
 
 
 def fan_doc() -> dict[str, Any]:

@@ -47,8 +47,10 @@ Sample = tuple[Any, float, str]  # (value, body seconds, flow run id)
 def settle(flow_run_id: str, expected_tasks: int, limit_s: float = 120.0) -> None:
     """Wait until the server has stored every task run of ``flow_run_id``."""
     deadline = time.monotonic() + limit_s
-    body = {"flow_runs": {"id": {"any_": [flow_run_id]}},
-            "task_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}
+    body = {
+        "flow_runs": {"id": {"any_": [flow_run_id]}},
+        "task_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
+    }
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             if client.request("POST", "/task_runs/count", json=body).json() >= expected_tasks:
@@ -66,8 +68,7 @@ def measure(run: Callable[[], Sample], tasks: int, repeat: int) -> dict[str, Any
         flows.append(time.perf_counter() - start)
         bodies.append(body)
         settle(flow_run_id, tasks)
-    return {"value": value, "flow_s": statistics.median(flows),
-            "body_s": statistics.median(bodies)}
+    return {"value": value, "flow_s": statistics.median(flows), "body_s": statistics.median(bodies)}
 
 
 def raw_runner(flow: Any, *args: Any) -> Callable[[], Sample]:
@@ -104,7 +105,9 @@ def main() -> None:
     chain, fan = graphs.chain_doc(args.nodes), graphs.fan_doc()
     variants = ["tagged", "untagged"] if args.variant == "both" else [args.variant]
     rows = []
-    header = f"{'variant':9} {'shape':6} {'strategy':10} {'raw flow':>9} {'ng flow':>9} {'ratio':>6}"
+    header = (
+        f"{'variant':9} {'shape':6} {'strategy':10} {'raw flow':>9} {'ng flow':>9} {'ratio':>6}"
+    )
     print(header + f" {'raw body':>9} {'ng body':>9} {'ratio':>6}")
     for variant in variants:
         tagged = variant == "tagged"
@@ -124,17 +127,25 @@ def main() -> None:
             if raw_m["value"] != ours_m["value"]:
                 raise SystemExit(f"{shape}/{strategy}: raw {raw_m['value']} != {ours_m['value']}")
             row = {
-                "variant": variant, "shape": shape, "strategy": strategy, "nodes": tasks,
-                "raw_flow_s": raw_m["flow_s"], "nodegraph_flow_s": ours_m["flow_s"],
+                "variant": variant,
+                "shape": shape,
+                "strategy": strategy,
+                "nodes": tasks,
+                "raw_flow_s": raw_m["flow_s"],
+                "nodegraph_flow_s": ours_m["flow_s"],
                 "flow_ratio": ours_m["flow_s"] / raw_m["flow_s"],
-                "raw_body_s": raw_m["body_s"], "nodegraph_body_s": ours_m["body_s"],
+                "raw_body_s": raw_m["body_s"],
+                "nodegraph_body_s": ours_m["body_s"],
                 "body_ratio": ours_m["body_s"] / raw_m["body_s"],
             }
             rows.append(row)
-            print(f"{variant:9} {shape:6} {strategy:10} {row['raw_flow_s']:9.3f} "
-                  f"{row['nodegraph_flow_s']:9.3f} {row['flow_ratio']:6.2f} "
-                  f"{row['raw_body_s']:9.3f} {row['nodegraph_body_s']:9.3f} "
-                  f"{row['body_ratio']:6.2f}", flush=True)
+            print(
+                f"{variant:9} {shape:6} {strategy:10} {row['raw_flow_s']:9.3f} "
+                f"{row['nodegraph_flow_s']:9.3f} {row['flow_ratio']:6.2f} "
+                f"{row['raw_body_s']:9.3f} {row['nodegraph_body_s']:9.3f} "
+                f"{row['body_ratio']:6.2f}",
+                flush=True,
+            )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -57,8 +57,11 @@ def main() -> None:
             runs = [stages(text, registry) for _ in range(args.repeat)]
             best = min(runs, key=lambda r: r["total_s"])
             rows.append({"shape": shape, "nodes": size, **best})
-            print(f"{shape:6} {size:6} {best['load_s']:8.3f} {best['bind_s']:8.3f} "
-                  f"{best['plan_s']:8.3f} {best['total_s']:8.3f}", flush=True)
+            print(
+                f"{shape:6} {size:6} {best['load_s']:8.3f} {best['bind_s']:8.3f} "
+                f"{best['plan_s']:8.3f} {best['total_s']:8.3f}",
+                flush=True,
+            )
     worst = max(r["total_s"] for r in rows if r["nodes"] == max(args.sizes))
     print(f"slowest at {max(args.sizes)} nodes: {worst:.3f} s (target <= 0.5 s)")
 

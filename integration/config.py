@@ -105,9 +105,7 @@ class NodegraphConfig(BaseSettings):
     )
 
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
-    resource_management: ResourceManagementConfig = Field(
-        default_factory=ResourceManagementConfig
-    )
+    resource_management: ResourceManagementConfig = Field(default_factory=ResourceManagementConfig)
     caching: CachingConfig = Field(default_factory=CachingConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
@@ -124,7 +122,9 @@ class NodegraphConfig(BaseSettings):
         return (_MappingEnvSource(settings_cls), init_settings)
 
 
-def find_config_file(explicit: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
+def find_config_file(
+    explicit: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Path | None:
     """The config file to read, by the documented search order, or ``None``."""
     env = os.environ if environ is None else environ
     if explicit is not None:

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from integration.errors import NodegraphError
-from integration.graph.model import PORT_REF_PATTERN, split_ref
+from integration.graph.gcpause import gc_paused
+from integration.graph.model import split_ref
 from integration.graph.order import ancestors, levels
 from integration.graph.validate import Binding, BoundGraph, BoundNode
 
@@ -133,6 +134,11 @@ def resolve_outputs(bound: BoundGraph, requested: Sequence[str] | None) -> list[
 
 def make_plan(bound: BoundGraph, outputs: Sequence[str] | None = None) -> Plan:
     """Plan the nodes that ``outputs`` need. Nodes nothing asks for do not run."""
+    with gc_paused():
+        return _make_plan(bound, outputs)
+
+
+def _make_plan(bound: BoundGraph, outputs: Sequence[str] | None) -> Plan:
     requests = resolve_outputs(bound, outputs)
     predecessors = bound.predecessors()
     if outputs or bound.graph.outputs:
@@ -151,10 +157,3 @@ def make_plan(bound: BoundGraph, outputs: Sequence[str] | None = None) -> Plan:
         for upstream in steps[node_id].upstream:
             steps[upstream].consumers.append(node_id)
     return Plan(graph=bound, steps=steps, order=order, levels=grouped, outputs=requests)
-
-
-def is_port_ref(text: str) -> bool:
-    """Whether ``text`` reads as ``node.port``."""
-    import re
-
-    return re.match(PORT_REF_PATTERN, text) is not None

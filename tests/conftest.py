@@ -75,6 +75,20 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, limit_s
     raise RuntimeError(f"prefect server not healthy after {limit_s}s:\n{log.read_text()[-3000:]}")
 
 
+def _drain_prefect_clients() -> None:
+    """Send buffered logs and events while the server still listens.
+
+    Otherwise the workers retry against a stopped server at interpreter exit.
+    """
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=20)
+    EventsWorker.drain_all(timeout=20)
+
+
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``prefect server start`` on a free loopback port, for the whole session."""
@@ -100,6 +114,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _wait_healthy(url, process, log, limit_s=120)
         yield url
     finally:
+        _drain_prefect_clients()
         process.terminate()
         try:
             process.wait(timeout=20)
@@ -108,7 +123,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def registry():  # noqa: ANN201
+def registry():
     from integration.graph import NodeRegistry
 
     return NodeRegistry.default(extra_paths=[FIXTURES / "packs"])

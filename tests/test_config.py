@@ -22,7 +22,9 @@ def test_defaults_without_a_file(tmp_path, monkeypatch):
 
 
 def test_file_in_the_seed_shape(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 execution:
   strategy: parallel
   max_workers: 3
@@ -31,7 +33,8 @@ resource_management: {}
 caching: {}
 monitoring:
   progress: false
-""")
+""",
+    )
     config = load_config(path, environ={})
     assert (config.execution.strategy, config.execution.max_workers) == ("parallel", 3)
     assert config.execution.processes and not config.monitoring.progress

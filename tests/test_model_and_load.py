@@ -15,7 +15,10 @@ def test_edges_read_from_and_to(fixture_path):
     graph = load_graph(fixture_path / "graphs" / "arithmetic.yaml")
     edge = next(e for e in graph.edges if e.to == "picked.a")
     assert (edge.source, edge.source_port, edge.target, edge.target_port) == (
-        "parsed", "out", "picked", "a",
+        "parsed",
+        "out",
+        "picked",
+        "a",
     )
     assert edge.transform_spec == TransformSpec("json_path", "$.a.b[1]")
     first = graph.edges[0]
@@ -58,7 +61,7 @@ def test_yaml_syntax_error_names_file_line_and_column(fixture_path):
     path = fixture_path / "graphs" / "malformed.yaml"
     with pytest.raises(GraphLoadError) as caught:
         load_graph(path)
-    (where, message), = caught.value.problems
+    ((where, message),) = caught.value.problems
     assert where == f"{path}:6:4"
     assert "invalid YAML" in message
 
@@ -92,8 +95,10 @@ def test_unsupported_schema_version_says_which_is_supported(fixture_path):
     [
         ("- just\n- a list\n", "a graph document is a mapping, not list"),
         ("name: g\ninputs: {class: {type: int}}\n", "must be a Python identifier"),
-        ("name: g\nedges: [{from: a.out, to: b.x, transform: {int: 1, str: 2}}]\n",
-         "one-key mapping"),
+        (
+            "name: g\nedges: [{from: a.out, to: b.x, transform: {int: 1, str: 2}}]\n",
+            "one-key mapping",
+        ),
         ("name: 'bad/name'\n", "expected a name of letters"),
     ],
 )

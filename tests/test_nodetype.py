@@ -80,7 +80,7 @@ def test_none_return_means_no_outputs_and_missing_annotation_means_any():
         return None
 
     @node
-    def untyped(x):  # noqa: ANN001, ANN202
+    def untyped(x):
         return x
 
     assert sink.outputs == {} and sink.invoke({"x": 1}) == {}

@@ -47,15 +47,17 @@ def test_unknown_outputs_are_explained(bound):
 
 
 def test_without_declared_outputs_every_node_runs_and_sinks_are_returned(registry):
-    graph = load_graph({
-        "name": "sinks",
-        "nodes": [
-            {"id": "a", "type": "core.int", "params": {"value": 1}},
-            {"id": "b", "type": "core.negate"},
-            {"id": "c", "type": "core.int", "params": {"value": 2}},
-        ],
-        "edges": [{"from": "a.out", "to": "b.a"}],
-    })
+    graph = load_graph(
+        {
+            "name": "sinks",
+            "nodes": [
+                {"id": "a", "type": "core.int", "params": {"value": 1}},
+                {"id": "b", "type": "core.negate"},
+                {"id": "c", "type": "core.int", "params": {"value": 2}},
+            ],
+            "edges": [{"from": "a.out", "to": "b.a"}],
+        }
+    )
     plan = make_plan(bind(graph, registry))
     assert plan.order == ["a", "b", "c"]
     assert [o.name for o in plan.outputs] == ["b.out", "c.out"]

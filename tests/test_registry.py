@@ -43,28 +43,41 @@ def _write_pack(folder, name, body, pack=None):
 
 
 def test_pack_may_choose_its_namespace(tmp_path):
-    _write_pack(tmp_path, "folder_name", """
+    _write_pack(
+        tmp_path,
+        "folder_name",
+        """
         @node
         def hello(name: str = "x") -> str:
             '''Say hello.'''
             return "hello " + name
-    """, pack="greetings")
+    """,
+        pack="greetings",
+    )
     registry = NodeRegistry()
     assert registry.load_path(tmp_path) == ["greetings"]
     assert registry.get("greetings.hello").invoke({"name": "a"}) == {"out": "hello a"}
 
 
 def test_clashing_pack_names_are_refused(tmp_path):
-    first = _write_pack(tmp_path / "one", "clashpack", """
+    first = _write_pack(
+        tmp_path / "one",
+        "clashpack",
+        """
         @node
         def a() -> int:
             return 1
-    """)
-    second = _write_pack(tmp_path / "two", "clashpack", """
+    """,
+    )
+    second = _write_pack(
+        tmp_path / "two",
+        "clashpack",
+        """
         @node
         def b() -> int:
             return 2
-    """)
+    """,
+    )
     registry = NodeRegistry()
     registry.load_path(first)
     with pytest.raises(RegistryError, match="already loaded pack|clashes"):
@@ -90,11 +103,15 @@ def test_modules_load_as_packs():
 
 
 def test_env_node_path_adds_packs(tmp_path, monkeypatch):
-    _write_pack(tmp_path, "envpack", """
+    _write_pack(
+        tmp_path,
+        "envpack",
+        """
         @node
         def seven() -> int:
             return 7
-    """)
+    """,
+    )
     monkeypatch.setenv("NODEGRAPH_NODE_PATH", str(tmp_path))
     assert "envpack.seven" in NodeRegistry.default()
 
@@ -107,7 +124,6 @@ def test_a_fresh_process_reloads_a_pack_from_its_source(registry):
                                                  {source.pack!r}), "testpack.divmod")
         print(node_type.invoke({{"a": 7, "b": 2}}))
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "{'quotient': 3, 'remainder': 1}"
     assert resolve_node_type(source, "testpack.divmod") is registry.get("testpack.divmod")

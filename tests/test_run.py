@@ -39,8 +39,7 @@ def test_outputs_and_node_reports(registry, strategy):
     result = run(GRAPHS / "arithmetic.yaml", registry, inputs={"x": 23}, **strategy)
     assert result.ok, result.errors
     # 23 = 4 * 5 + 3; total = 4 * 10 + 3; picked = $.a.b[1] + 0.5
-    assert result.outputs == {"total": 43, "picked": 20.5, "label": "q=4 r=3",
-                              "quotient_text": 4}
+    assert result.outputs == {"total": 43, "picked": 20.5, "label": "q=4 r=3", "quotient_text": 4}
     order = list(result.nodes)
     assert order.index("split") < order.index("scaled") < order.index("total")
     assert "unused" not in result.nodes
@@ -73,8 +72,9 @@ def test_a_failure_stops_its_descendants_and_spares_independent_branches(registr
 def test_processes_really_run_in_other_processes(registry):
     graph = {
         "name": "pids",
-        "nodes": [{"id": f"p{i}", "type": "testpack.pid", "params": {"value": i}}
-                  for i in range(4)],
+        "nodes": [
+            {"id": f"p{i}", "type": "testpack.pid", "params": {"value": i}} for i in range(4)
+        ],
     }
     result = run(graph, registry, strategy="parallel", processes=True, max_workers=2)
     pids = {result.outputs[f"p{i}.out"] for i in range(4)}
@@ -85,8 +85,10 @@ def test_processes_really_run_in_other_processes(registry):
 def test_independent_branches_run_side_by_side(registry, strategy):
     graph = {
         "name": "overlap",
-        "nodes": [{"id": f"s{i}", "type": "testpack.interval", "params": {"seconds": 0.5}}
-                  for i in range(2)],
+        "nodes": [
+            {"id": f"s{i}", "type": "testpack.interval", "params": {"seconds": 0.5}}
+            for i in range(2)
+        ],
     }
     result = run(graph, registry, **strategy)
     assert result.ok
@@ -98,8 +100,10 @@ def test_independent_branches_run_side_by_side(registry, strategy):
 def test_sequential_runs_one_node_at_a_time(registry):
     graph = {
         "name": "no-overlap",
-        "nodes": [{"id": f"s{i}", "type": "testpack.interval", "params": {"seconds": 0.2}}
-                  for i in range(2)],
+        "nodes": [
+            {"id": f"s{i}", "type": "testpack.interval", "params": {"seconds": 0.2}}
+            for i in range(2)
+        ],
     }
     result = run(graph, registry, strategy="sequential")
     assert result.outputs["s0.end"] <= result.outputs["s1.start"]
@@ -115,8 +119,9 @@ def test_runtime_input_checks_and_transform_failures(registry):
 
 
 def test_output_mismatch_is_reported_against_the_node(registry):
-    result = run({"name": "bad-out", "nodes": [{"id": "b", "type": "testpack.bad_outputs"}]},
-                 registry)
+    result = run(
+        {"name": "bad-out", "nodes": [{"id": "b", "type": "testpack.bad_outputs"}]}, registry
+    )
     assert result.nodes["b"].error.error_type == ErrorType.VALIDATION
     assert "must return a mapping or a 2-tuple" in result.nodes["b"].error.message
 
@@ -140,13 +145,18 @@ def test_execution_context_reaches_the_node_and_logs_to_the_task_run(registry):
 
     result = run(GRAPHS / "context.yaml", registry)
     info = result.outputs["info"]
-    assert info == {"execution_id": result.flow_run_id, "node_id": "probe",
-                    "node_type": "testpack.whoami", "label": "hi"}
+    assert info == {
+        "execution_id": result.flow_run_id,
+        "node_id": "probe",
+        "node_type": "testpack.whoami",
+        "label": "hi",
+    }
     task_run_id = result.nodes["probe"].task_run_id
     with get_client(sync_client=True) as client:
         for _ in range(50):
-            logs = client.read_logs(log_filter=LogFilter(
-                task_run_id=LogFilterTaskRunId(any_=[task_run_id])))
+            logs = client.read_logs(
+                log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[task_run_id]))
+            )
             messages = [log.message for log in logs]
             if any("whoami says hello from probe" in m for m in messages):
                 break
@@ -162,7 +172,8 @@ def _task_runs(flow_run_id, expected):
     with get_client(sync_client=True) as client:
         for _ in range(100):
             runs = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
             if len(runs) >= expected and all(r.state and r.state.is_final() for r in runs):
                 return {r.name: r for r in runs}
             threading.Event().wait(0.2)

@@ -36,7 +36,9 @@ def test_every_problem_is_found_in_one_pass(everything_wrong):
     assert codes(everything_wrong, "choose") == ["bad_value"]
     assert codes(everything_wrong, "wrongtype") == ["bad_transform", "bad_value"]
     assert codes(everything_wrong, "<graph>") == [
-        "dangling_edge", "dangling_output", "dangling_output",
+        "dangling_edge",
+        "dangling_output",
+        "dangling_output",
     ]
 
 
@@ -45,8 +47,10 @@ def test_messages_say_what_and_how_to_fix(everything_wrong):
     assert "unknown node type 'core.ad'; did you mean core.add, core.and, core.max?" in messages
     assert "params: core.add has no input 'c'; it has a, b" in messages
     assert "param 'digits' must be <= 15, got 99" in messages
-    assert ("edge text.out -> mismatch.a: str cannot feed input 'a' of type float; "
-            "add a transform or change a port type") in messages
+    assert (
+        "edge text.out -> mismatch.a: str cannot feed input 'a' of type float; "
+        "add a transform or change a port type"
+    ) in messages
     assert "required input 'a' (float) has no edge or param" in messages
     assert "edge ok.out -> ghost.a: there is no node 'ghost'" in messages
 
@@ -70,8 +74,9 @@ def test_cycle_reports_its_path(registry):
 
 
 def test_reserved_input_node_id(registry):
-    graph = load_graph({"name": "g", "nodes": [{"id": "inputs", "type": "core.int",
-                                                "params": {"value": 1}}]})
+    graph = load_graph(
+        {"name": "g", "nodes": [{"id": "inputs", "type": "core.int", "params": {"value": 1}}]}
+    )
     with pytest.raises(GraphValidationError, match="reserved"):
         bind(graph, registry)
 
@@ -87,8 +92,12 @@ def test_valid_graph_binds_every_port(registry):
 
 
 def test_optional_ports_bind_to_their_defaults(registry):
-    bound = bind(load_graph({"name": "g", "nodes": [{"id": "r", "type": "core.round",
-                                                     "params": {"a": 1.26}}]}), registry)
+    bound = bind(
+        load_graph(
+            {"name": "g", "nodes": [{"id": "r", "type": "core.round", "params": {"a": 1.26}}]}
+        ),
+        registry,
+    )
     assert bound.nodes["r"].bindings["digits"].kind == "default"
 
 

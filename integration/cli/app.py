@@ -39,7 +39,9 @@ err = Console(stderr=True)
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="Config file (default: $NODEGRAPH_CONFIG, ./nodegraph.yaml)."),
+    typer.Option(
+        "--config", "-c", help="Config file (default: $NODEGRAPH_CONFIG, ./nodegraph.yaml)."
+    ),
 ]
 NodesOption = Annotated[
     list[Path] | None,
@@ -141,18 +143,23 @@ def run(
                 on_node_finished=progress.update,
             )
     except GraphValidationError as exc:
-        raise _fail(str(exc), as_json, {"graph": graph.name, "state": "invalid",
-                                        "error": str(exc), **exc.to_dict()}) from None
+        raise _fail(
+            str(exc),
+            as_json,
+            {"graph": graph.name, "state": "invalid", "error": str(exc), **exc.to_dict()},
+        ) from None
     except (NodegraphError, ValueError) as exc:
-        raise _fail(str(exc), as_json, {"graph": graph.name, "state": "error",
-                                        "error": str(exc)}) from None
+        raise _fail(
+            str(exc), as_json, {"graph": graph.name, "state": "error", "error": str(exc)}
+        ) from None
     except Exception as exc:
         # Infrastructure failures (Prefect API unreachable, ...) still end in one JSON
         # object and a message, with the traceback for the bug report on stderr.
         err.print_exception()
         message = f"{type(exc).__name__}: {exc}"
-        raise _fail(message, as_json, {"graph": graph.name, "state": "error",
-                                       "error": message}) from None
+        raise _fail(
+            message, as_json, {"graph": graph.name, "state": "error", "error": message}
+        ) from None
     if as_json:
         print(json.dumps(result.to_dict()))
     else:
@@ -180,16 +187,28 @@ def validate(
             render.problems(out, exc)
         raise typer.Exit(1) from None
     except GraphLoadError as exc:
-        payload = {"graph": str(file), "valid": False,
-                   "problems": [{"node_id": "<document>", "code": "load_error",
-                                 "message": f"{where}: {msg}", "details": ""}
-                                for where, msg in exc.problems]}
+        payload = {
+            "graph": str(file),
+            "valid": False,
+            "problems": [
+                {
+                    "node_id": "<document>",
+                    "code": "load_error",
+                    "message": f"{where}: {msg}",
+                    "details": "",
+                }
+                for where, msg in exc.problems
+            ],
+        }
         raise _fail(str(exc), as_json, payload) from None
     except NodegraphError as exc:
         raise _fail(str(exc), as_json) from None
     if as_json:
-        print(json.dumps({"graph": bound.name, "valid": True, "nodes": len(bound.nodes),
-                          "problems": []}))
+        print(
+            json.dumps(
+                {"graph": bound.name, "valid": True, "nodes": len(bound.nodes), "problems": []}
+            )
+        )
     else:
         out.print(f"[green]valid[/]: graph {bound.name!r} with {len(bound.nodes)} nodes")
 

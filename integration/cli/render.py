@@ -95,8 +95,10 @@ def run_summary(console: Console, result: RunResult) -> None:
 
 def problems(console: Console, error: GraphValidationError) -> None:
     count = len(error.problems)
-    console.print(f"[bold red]graph {error.graph_name!r} is invalid[/] ({count} problem"
-                  f"{'s' if count != 1 else ''})")
+    console.print(
+        f"[bold red]graph {error.graph_name!r} is invalid[/] ({count} problem"
+        f"{'s' if count != 1 else ''})"
+    )
     table = Table(show_header=True)
     table.add_column("node")
     table.add_column("problem", style="yellow")
@@ -108,8 +110,9 @@ def problems(console: Console, error: GraphValidationError) -> None:
 
 
 def plan(console: Console, the_plan: Plan) -> None:
-    console.print(f"[bold]{the_plan.name}[/]: {len(the_plan.order)} nodes, "
-                  f"{len(the_plan.levels)} levels")
+    console.print(
+        f"[bold]{the_plan.name}[/]: {len(the_plan.order)} nodes, {len(the_plan.levels)} levels"
+    )
     table = Table("level", "nodes (run side by side)")
     for depth, group in enumerate(the_plan.levels):
         table.add_row(str(depth), ", ".join(group))

@@ -19,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from integration.errors import GraphLoadError
+from integration.graph.gcpause import gc_paused
 from integration.graph.model import (
     GRAPH_NAME_PATTERN,
     NODE_ID_PATTERN,
@@ -77,7 +78,8 @@ def parse_graph_text(text: str, source: str) -> Graph:
 def parse_graph(data: dict[str, Any], source: str, text: str | None = None) -> Graph:
     """Validate parsed data as a ``Graph``; ``text`` (if given) locates errors by line."""
     try:
-        return Graph.model_validate(data)
+        with gc_paused():
+            return Graph.model_validate(data)
     except ValidationError as exc:
         marks = _marks(text) if text is not None else None
         problems = []

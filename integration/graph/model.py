@@ -24,7 +24,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     field_validator,
     model_validator,
 )
@@ -84,9 +83,6 @@ class Edge(_Strict):
         description="A registered conversion: 'int', 'float', 'str', {index: 0}, "
         "{key: name}, {json_path: '$.a.b'}.",
     )
-    _source: tuple[str, str] = PrivateAttr()
-    _target: tuple[str, str] = PrivateAttr()
-    _transform: TransformSpec | None = PrivateAttr(default=None)
 
     @field_validator("transform")
     @classmethod
@@ -95,35 +91,31 @@ class Edge(_Strict):
             TransformSpec.parse(value)
         return value
 
-    def model_post_init(self, __context: Any) -> None:
-        self._source = split_ref(self.from_)
-        self._target = split_ref(self.to)
-        if self.transform is not None:
-            self._transform = TransformSpec.parse(self.transform)
-
+    # Computed on access rather than kept in private attributes: pydantic routes private
+    # attribute reads through __getattr__, which is slow on 10,000-edge graphs.
     @property
     def source(self) -> str:
-        return self._source[0]
+        return self.from_.partition(".")[0]
 
     @property
     def source_port(self) -> str:
-        return self._source[1]
+        return self.from_.partition(".")[2]
 
     @property
     def target(self) -> str:
-        return self._target[0]
+        return self.to.partition(".")[0]
 
     @property
     def target_port(self) -> str:
-        return self._target[1]
+        return self.to.partition(".")[2]
 
     @property
     def transform_spec(self) -> TransformSpec | None:
-        return self._transform
+        return None if self.transform is None else TransformSpec.parse(self.transform)
 
     @property
     def from_graph_input(self) -> bool:
-        return self._source[0] == GRAPH_INPUTS
+        return self.from_.partition(".")[0] == GRAPH_INPUTS
 
 
 class GraphInput(_Strict):

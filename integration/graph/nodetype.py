@@ -1,18 +1,18 @@
 """Node types: a plain function plus the port specs read from its signature.
 
-    >>> from typing import NamedTuple
-    >>> from integration.graph import node
-    >>> class DivMod(NamedTuple):
-    ...     quotient: int
-    ...     remainder: int
-    >>> @node
-    ... def divmod_(a: int, b: int = 1) -> DivMod:
-    ...     '''Integer division with remainder.'''
-    ...     return DivMod(*divmod(a, b))
-    >>> sorted(divmod_.outputs), divmod_.inputs["b"].required
-    (['quotient', 'remainder'], False)
-    >>> divmod_.invoke({"a": 7, "b": 2})
-    {'quotient': 3, 'remainder': 1}
+>>> from typing import NamedTuple
+>>> from integration.graph import node
+>>> class DivMod(NamedTuple):
+...     quotient: int
+...     remainder: int
+>>> @node
+... def divmod_(a: int, b: int = 1) -> DivMod:
+...     '''Integer division with remainder.'''
+...     return DivMod(*divmod(a, b))
+>>> sorted(divmod_.outputs), divmod_.inputs["b"].required
+(['quotient', 'remainder'], False)
+>>> divmod_.invoke({"a": 7, "b": 2})
+{'quotient': 3, 'remainder': 1}
 """
 
 from __future__ import annotations

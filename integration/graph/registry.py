@@ -62,7 +62,9 @@ class NodeRegistry:
         self._packs: dict[str, PackSource] = {}
 
     @classmethod
-    def default(cls, extra_paths: Iterable[str | Path] = (), modules: Iterable[str] = ()) -> NodeRegistry:
+    def default(
+        cls, extra_paths: Iterable[str | Path] = (), modules: Iterable[str] = ()
+    ) -> NodeRegistry:
         """The repository's packs plus ``NODEGRAPH_NODE_PATH`` folders and extra ones."""
         registry = cls()
         paths = [DEFAULT_NODE_PATH, *_env_paths(), *map(Path, extra_paths)]

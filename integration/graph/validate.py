@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from integration.errors import NodegraphError
+from integration.graph.gcpause import gc_paused
 from integration.graph.model import GRAPH_INPUTS, Edge, Graph, GraphInput
 from integration.graph.nodetype import NodeType
 from integration.graph.order import CycleError, topological_order
@@ -186,6 +187,11 @@ def resolve_inputs(bound: BoundGraph, given: Mapping[str, Any]) -> dict[str, Any
 
 def bind(graph: Graph, registry: NodeRegistry) -> BoundGraph:
     """Resolve and check ``graph``; raise ``GraphValidationError`` with every problem."""
+    with gc_paused():
+        return _bind(graph, registry)
+
+
+def _bind(graph: Graph, registry: NodeRegistry) -> BoundGraph:
     problems: list[Problem] = []
     report = problems.append
     types_by_id: dict[str, str] = {}
@@ -200,8 +206,14 @@ def bind(graph: Graph, registry: NodeRegistry) -> BoundGraph:
     for spec in graph.nodes:
         types_by_id.setdefault(spec.id, spec.type)
         if spec.id == GRAPH_INPUTS:
-            report(Problem(spec.id, "reserved_id", f"node id {GRAPH_INPUTS!r} is reserved "
-                           "for graph inputs (edges read them as 'inputs.NAME')"))
+            report(
+                Problem(
+                    spec.id,
+                    "reserved_id",
+                    f"node id {GRAPH_INPUTS!r} is reserved "
+                    "for graph inputs (edges read them as 'inputs.NAME')",
+                )
+            )
             continue
         if spec.id in nodes:
             report(Problem(spec.id, "duplicate_id", f"node id {spec.id!r} is used twice"))
@@ -233,29 +245,50 @@ def bind(graph: Graph, registry: NodeRegistry) -> BoundGraph:
             if port.name in bound.bindings:
                 continue
             if port.required:
-                report(Problem(bound.id, "missing_input",
-                               f"required input {port.name!r} ({port.type}) has no edge or param"))
+                report(
+                    Problem(
+                        bound.id,
+                        "missing_input",
+                        f"required input {port.name!r} ({port.type}) has no edge or param",
+                    )
+                )
             else:
                 bound.bindings[port.name] = Binding("default", value=port.default)
 
     for out_name, output in graph.outputs.items():
         producer = nodes.get(output.node)
         if output.node not in node_ids:
-            report(Problem(GRAPH, "dangling_output",
-                           f"output {out_name!r} points at {output.from_!r}, but there is no "
-                           f"node {output.node!r}"))
+            report(
+                Problem(
+                    GRAPH,
+                    "dangling_output",
+                    f"output {out_name!r} points at {output.from_!r}, but there is no "
+                    f"node {output.node!r}",
+                )
+            )
         elif producer is not None and output.port not in producer.type.outputs:
-            report(Problem(GRAPH, "dangling_output",
-                           f"output {out_name!r} points at {output.from_!r}, but "
-                           f"{producer.type.qualified_name} has no output {output.port!r}; "
-                           f"it has {_names(producer.type.outputs)}"))
+            report(
+                Problem(
+                    GRAPH,
+                    "dangling_output",
+                    f"output {out_name!r} points at {output.from_!r}, but "
+                    f"{producer.type.qualified_name} has no output {output.port!r}; "
+                    f"it has {_names(producer.type.outputs)}",
+                )
+            )
 
     order: list[str] = []
     try:
         order = topological_order({b.id: b.upstream for b in nodes.values()})
     except CycleError as cycle:
-        report(Problem(cycle.path[0], "cycle", f"cycle: {' -> '.join(cycle.path)}",
-                       details=" -> ".join(cycle.path)))
+        report(
+            Problem(
+                cycle.path[0],
+                "cycle",
+                f"cycle: {' -> '.join(cycle.path)}",
+                details=" -> ".join(cycle.path),
+            )
+        )
 
     if problems:
         raise GraphValidationError(graph.name, problems, types_by_id)
@@ -287,27 +320,39 @@ def _bind_edge(
         spec = graph.inputs.get(edge.source_port)
         if spec is None:
             known = ", ".join(sorted(graph.inputs)) or "none"
-            report(Problem(target.id, "unknown_input",
-                           f"{where}: the graph has no input {edge.source_port!r} (inputs: {known})"))
+            report(
+                Problem(
+                    target.id,
+                    "unknown_input",
+                    f"{where}: the graph has no input {edge.source_port!r} (inputs: {known})",
+                )
+            )
             return
         source_type = spec.type
         binding = Binding("input", source_port=edge.source_port, transform=edge.transform_spec)
     else:
         if edge.source not in node_ids:
-            report(Problem(target.id, "dangling_edge",
-                           f"{where}: there is no node {edge.source!r}"))
+            report(
+                Problem(target.id, "dangling_edge", f"{where}: there is no node {edge.source!r}")
+            )
             return
         source = nodes.get(edge.source)
         if source is not None:
             out = source.type.outputs.get(edge.source_port)
             if out is None:
-                report(Problem(target.id, "unknown_port",
-                               f"{where}: {source.type.qualified_name} has no output "
-                               f"{edge.source_port!r}; it has {_names(source.type.outputs)}"))
+                report(
+                    Problem(
+                        target.id,
+                        "unknown_port",
+                        f"{where}: {source.type.qualified_name} has no output "
+                        f"{edge.source_port!r}; it has {_names(source.type.outputs)}",
+                    )
+                )
                 return
             source_type = out.type
-        binding = Binding("edge", source=edge.source, source_port=edge.source_port,
-                          transform=edge.transform_spec)
+        binding = Binding(
+            "edge", source=edge.source, source_port=edge.source_port, transform=edge.transform_spec
+        )
 
     if edge.transform_spec is not None:
         problem = check_spec(edge.transform_spec)
@@ -319,15 +364,25 @@ def _bind_edge(
             source_type = transform.output_type
 
     if source_type is not None and not is_compatible(source_type, target_port.type):
-        report(Problem(target.id, "type_mismatch",
-                       f"{where}: {source_type} cannot feed input {target_port.name!r} of type "
-                       f"{target_port.type}; add a transform or change a port type"))
+        report(
+            Problem(
+                target.id,
+                "type_mismatch",
+                f"{where}: {source_type} cannot feed input {target_port.name!r} of type "
+                f"{target_port.type}; add a transform or change a port type",
+            )
+        )
 
     previous = target.bindings.get(target_port.name)
     if previous is not None:
         origin = "a param" if previous.kind == "param" else "another edge"
-        report(Problem(target.id, "input_fed_twice",
-                       f"{where}: input {target_port.name!r} is already fed by {origin}"))
+        report(
+            Problem(
+                target.id,
+                "input_fed_twice",
+                f"{where}: input {target_port.name!r} is already fed by {origin}",
+            )
+        )
         return
     target.bindings[target_port.name] = binding
 

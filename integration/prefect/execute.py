@@ -169,10 +169,15 @@ class GraphExecution:
         task_run_id = state.state_details.task_run_id
         if state.is_completed():
             output: NodeOutput = state.result()
-            if node_id not in self.produced or not isinstance(self.produced[node_id], PrefectFuture):
+            if node_id not in self.produced or not isinstance(
+                self.produced[node_id], PrefectFuture
+            ):
                 self.produced[node_id] = output
             report = NodeReport(
-                node_id, type_name, NodeState.COMPLETED, output.duration_s,
+                node_id,
+                type_name,
+                NodeState.COMPLETED,
+                output.duration_s,
                 task_run_id=str(task_run_id) if task_run_id else None,
             )
             self._report(report)
@@ -192,7 +197,10 @@ class GraphExecution:
     def _fail(self, node_id: str, exc: BaseException, task_run_id: str | None) -> None:
         type_name = self.plan.steps[node_id].node.type.qualified_name
         report = NodeReport(
-            node_id, type_name, NodeState.FAILED, getattr(exc, "nodegraph_duration_s", None),
+            node_id,
+            type_name,
+            NodeState.FAILED,
+            getattr(exc, "nodegraph_duration_s", None),
             error=NodeError.from_exception(node_id, type_name, exc),
             task_run_id=task_run_id,
         )
@@ -235,7 +243,6 @@ class GraphExecution:
             outputs=outputs,
             nodes=ordered,
         )
-
 
 
 def _final_state(future: PrefectFuture[Any]) -> State[Any] | BaseException:

@@ -259,5 +259,7 @@ def run(
     if not session.results:
         # The flow failed before its body could report (e.g. the API was unreachable).
         state.result()
-        raise RuntimeError(f"flow for graph {plan.name!r} ended {state.type.value} without a result")
+        raise RuntimeError(
+            f"flow for graph {plan.name!r} ended {state.type.value} without a result"
+        )
     return session.results[-1]

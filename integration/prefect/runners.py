@@ -24,9 +24,7 @@ def task_runner_for(
 ) -> TaskRunner[Any]:
     """The task runner a strategy uses. Unknown strategies are a ``ValueError``."""
     if strategy not in STRATEGIES:
-        raise ValueError(
-            f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
-        )
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if strategy == "parallel" and processes:
         return ProcessPoolTaskRunner(max_workers=max_workers)
     if strategy == "sequential":
