@@ -66,7 +66,6 @@ __all__ = [
     "RunResult",
     "bind",
     "load_config",
-    "load_config",
     "load_graph",
     "make_plan",
     "node",

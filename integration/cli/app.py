@@ -48,6 +48,11 @@ NodesOption = Annotated[
     typer.Option("--nodes", help="Extra folder of node packs (repeatable)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+OutputOption = Annotated[
+    list[str] | None,
+    typer.Option("--output", "-o", help="Output name or node.port (repeatable)."),
+]
+FileArgument = Annotated[Path, typer.Argument(help="Graph document (YAML or JSON).")]
 
 
 def _config(path: Path | None, nodes: list[Path] | None) -> NodegraphConfig:
@@ -67,6 +72,14 @@ def _fail(message: str, as_json: bool, payload: dict[str, Any] | None = None) ->
     if as_json:
         print(json.dumps(payload or {"state": "error", "error": message}))
     err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    return typer.Exit(1)
+
+
+def _invalid(error: GraphValidationError, as_json: bool) -> typer.Exit:
+    if as_json:
+        print(json.dumps(error.to_dict()))
+    else:
+        render.problems(out, error)
     return typer.Exit(1)
 
 
@@ -90,7 +103,7 @@ def parse_inputs(graph: Graph, pairs: list[str]) -> dict[str, Any]:
 
 @app.command()
 def run(
-    file: Annotated[Path, typer.Argument(help="Graph document (YAML or JSON).")],
+    file: FileArgument,
     strategy: Annotated[
         str | None, typer.Option("--strategy", "-s", help="sequential or parallel.")
     ] = None,
@@ -101,10 +114,7 @@ def run(
     input_: Annotated[
         list[str] | None, typer.Option("--input", "-i", help="name=value (repeatable).")
     ] = None,
-    output: Annotated[
-        list[str] | None,
-        typer.Option("--output", "-o", help="Output name or node.port (repeatable)."),
-    ] = None,
+    output: OutputOption = None,
     as_json: JsonOption = False,
     config_file: ConfigOption = None,
     nodes: NodesOption = None,
@@ -170,7 +180,7 @@ def run(
 
 @app.command()
 def validate(
-    file: Annotated[Path, typer.Argument(help="Graph document (YAML or JSON).")],
+    file: FileArgument,
     as_json: JsonOption = False,
     config_file: ConfigOption = None,
     nodes: NodesOption = None,
@@ -181,11 +191,7 @@ def validate(
         graph = load_graph(file)
         bound = bind(graph, _registry(config))
     except GraphValidationError as exc:
-        if as_json:
-            print(json.dumps(exc.to_dict()))
-        else:
-            render.problems(out, exc)
-        raise typer.Exit(1) from None
+        raise _invalid(exc, as_json) from None
     except GraphLoadError as exc:
         payload = {
             "graph": str(file),
@@ -215,11 +221,8 @@ def validate(
 
 @app.command()
 def plan(
-    file: Annotated[Path, typer.Argument(help="Graph document (YAML or JSON).")],
-    output: Annotated[
-        list[str] | None,
-        typer.Option("--output", "-o", help="Output name or node.port (repeatable)."),
-    ] = None,
+    file: FileArgument,
+    output: OutputOption = None,
     as_json: JsonOption = False,
     config_file: ConfigOption = None,
     nodes: NodesOption = None,
@@ -230,11 +233,7 @@ def plan(
         bound = bind(load_graph(file), _registry(config))
         the_plan = make_plan(bound, output)
     except GraphValidationError as exc:
-        if as_json:
-            print(json.dumps(exc.to_dict()))
-        else:
-            render.problems(err, exc)
-        raise typer.Exit(1) from None
+        raise _invalid(exc, as_json) from None
     except NodegraphError as exc:
         raise _fail(str(exc), as_json) from None
     if as_json:

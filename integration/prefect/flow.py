@@ -213,6 +213,17 @@ def to_flow(
     """
     config = config or load_config()
     plan = prepare(graph, outputs, registry, config)
+    return _configured_flow(plan, config, strategy, processes, max_workers)
+
+
+def _configured_flow(
+    plan: Plan,
+    config: NodegraphConfig,
+    strategy: str | None,
+    processes: bool | None,
+    max_workers: int | None,
+) -> Flow[..., dict[str, Any]]:
+    """``flow_from_plan`` with arguments not given taken from ``config.execution``."""
     return flow_from_plan(
         plan,
         strategy=strategy or config.execution.strategy,
@@ -243,13 +254,7 @@ def run(
     config = config or load_config()
     plan = prepare(graph, outputs, registry, config)
     values = resolve_inputs(plan.graph, inputs or {})
-    flow = flow_from_plan(
-        plan,
-        strategy=strategy or config.execution.strategy,
-        processes=config.execution.processes if processes is None else processes,
-        max_workers=max_workers or config.execution.max_workers,
-        tag_node_types=config.execution.tag_node_types,
-    )
+    flow = _configured_flow(plan, config, strategy, processes, max_workers)
     session = _Session(listener=on_node_finished)
     token = _session.set(session)
     try:
