@@ -131,8 +131,10 @@ def run(
 
     from integration.prefect.flow import run as run_graph
 
-    announce_server = not _api_configured()
-    if announce_server:
+    if not _api_configured():
+        # The temporary server's telemetry heartbeat races its own SQLite setup and
+        # prints a "database is locked" traceback; it also reaches outside the machine.
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         err.print(
             "No PREFECT_API_URL is set: starting Prefect's temporary local server "
             "(the first start takes several seconds; see the README to use your own).",
