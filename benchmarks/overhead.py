@@ -10,9 +10,15 @@ against the same Prefect API. For each cell it reports the median of:
 - ``body``: the flow body alone (submitting and running the tasks), the part the
   translator can make slower or faster.
 
-Ratios are nodegraph / raw; the target is <= 1.2. Between runs the benchmark waits
-until the Prefect server has stored every task run of the previous run, so that one
-run's backlog of events does not land in the next run's time.
+Ratios are nodegraph / raw; the target is <= 1.2. Raw and nodegraph runs alternate,
+and between runs the benchmark waits until the Prefect server has stored every task
+run of the previous run, so that one run's backlog of events does not land in the
+next run's time and both sides meet the same server conditions.
+
+Two variants: ``untagged`` compares plain tasks; ``tagged`` tags every task run with
+its node type on both sides (nodegraph's default). Prefect asks the server for tag
+concurrency slots for every tagged task run, so the tagged variant also measures the
+server's latency, which varies with its load.
 
 Without PREFECT_API_URL, Prefect's temporary local server starts first (not timed).
 """
@@ -59,16 +65,32 @@ def settle(flow_run_id: str, expected_tasks: int, limit_s: float = 120.0) -> Non
     print(f"warning: server still behind after {limit_s}s", file=sys.stderr)
 
 
-def measure(run: Callable[[], Sample], tasks: int, repeat: int) -> dict[str, Any]:
-    settle(run()[2], tasks)  # warm-up: registers the flow, fills caches
-    flows, bodies, value = [], [], None
+def measure_pair(
+    raw: Callable[[], Sample], ours: Callable[[], Sample], tasks: int, repeat: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Alternate raw and nodegraph runs, so both meet the same server conditions."""
+    samples: dict[str, dict[str, list[float]]] = {
+        side: {"flow": [], "body": []} for side in ("raw", "ours")
+    }
+    values: dict[str, Any] = {}
+    for run in (raw, ours):
+        settle(run()[2], tasks)  # warm-up: registers the flow, fills caches
     for _ in range(repeat):
-        start = time.perf_counter()
-        value, body, flow_run_id = run()
-        flows.append(time.perf_counter() - start)
-        bodies.append(body)
-        settle(flow_run_id, tasks)
-    return {"value": value, "flow_s": statistics.median(flows), "body_s": statistics.median(bodies)}
+        for side, run in (("raw", raw), ("ours", ours)):
+            start = time.perf_counter()
+            value, body, flow_run_id = run()
+            samples[side]["flow"].append(time.perf_counter() - start)
+            samples[side]["body"].append(body)
+            values[side] = value
+            settle(flow_run_id, tasks)
+    return tuple(  # type: ignore[return-value]
+        {
+            "value": values[side],
+            "flow_s": statistics.median(samples[side]["flow"]),
+            "body_s": statistics.median(samples[side]["body"]),
+        }
+        for side in ("raw", "ours")
+    )
 
 
 def raw_runner(flow: Any, *args: Any) -> Callable[[], Sample]:
@@ -121,9 +143,8 @@ def main() -> None:
         ]
         for shape, strategy, doc, raw_run in cases:
             tasks = len(doc["nodes"])
-            raw_m = measure(raw_run, tasks, args.repeat)
             ours = nodegraph_runner(doc, strategy, registry, config)
-            ours_m = measure(ours, tasks, args.repeat)
+            raw_m, ours_m = measure_pair(raw_run, ours, tasks, args.repeat)
             if raw_m["value"] != ours_m["value"]:
                 raise SystemExit(f"{shape}/{strategy}: raw {raw_m['value']} != {ours_m['value']}")
             row = {
