@@ -54,6 +54,7 @@ class NodeType:
         context_param: str | None = None,
         cacheable: bool = True,
         category: str = "",
+        fingerprint: Callable[..., Any] | None = None,
     ) -> None:
         self.fn = fn
         self.name = name
@@ -65,6 +66,7 @@ class NodeType:
         self.context_param = context_param
         self.cacheable = cacheable
         self.category = category
+        self.fingerprint = fingerprint
         self.pack: str | None = None
         self.pack_source: Any = None  # a registry.PackSource once loaded from a pack
         self._checked_inputs = tuple(p for p in inputs.values() if p.has_constraints)
@@ -168,6 +170,7 @@ def node(
     outputs: OutputsSpec | None = None,
     cacheable: bool = True,
     category: str = "",
+    fingerprint: Callable[..., Any] | None = None,
 ) -> Callable[[Callable[..., Any]], NodeType]: ...
 
 
@@ -182,6 +185,7 @@ def node(
     outputs: OutputsSpec | None = None,
     cacheable: bool = True,
     category: str = "",
+    fingerprint: Callable[..., Any] | None = None,
 ) -> NodeType | Callable[[Callable[..., Any]], NodeType]:
     """Turn a plain function into a ``NodeType``.
 
@@ -191,6 +195,10 @@ def node(
     ``NamedTuple`` or ``TypedDict`` gives one port per field; ``-> None`` gives none.
     ``outputs=`` overrides the annotation. The description defaults to the docstring's
     first line, and the version to a hash of the source.
+
+    ``cacheable=False`` gives the node a cache key scoped to its run. ``fingerprint``
+    (ComfyUI's ``IS_CHANGED``) is called with the node's literal inputs before a run;
+    its value joins the cache key, and NaN means "never cached".
     """
 
     def decorate(function: Callable[..., Any]) -> NodeType:
@@ -203,6 +211,7 @@ def node(
             outputs=outputs,
             cacheable=cacheable,
             category=category,
+            fingerprint=fingerprint,
         )
 
     return decorate(fn) if fn is not None else decorate
@@ -218,6 +227,7 @@ def _build_node_type(
     outputs: OutputsSpec | None,
     cacheable: bool,
     category: str,
+    fingerprint: Callable[..., Any] | None = None,
 ) -> NodeType:
     where = f"node function {fn.__module__}.{fn.__qualname__}"
     try:
@@ -271,6 +281,7 @@ def _build_node_type(
         context_param=context_param,
         cacheable=cacheable,
         category=category,
+        fingerprint=fingerprint,
     )
 
 
