@@ -1,0 +1,242 @@
+"""Storage tiers: small byte stores with one interface, checked by one contract suite.
+
+    >>> from integration.cache.tiers import MemoryTier
+    >>> tier = MemoryTier(max_bytes=1024)
+    >>> tier.set("k", b"value"); tier.get("k")
+    b'value'
+
+A tier stores opaque bytes (sealed envelopes, see ``envelope.py``) under a key. It
+knows nothing of Prefect or pickling. ``get`` returns ``None`` for a miss; an
+unreachable backend raises ``TierUnavailable`` so the hierarchy can go on without it.
+Time-to-live is enforced by the hierarchy from each envelope's write time, the same way
+for every tier.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from integration.errors import NodegraphError
+
+
+class TierUnavailable(NodegraphError):
+    """The tier's backend cannot be reached (or timed out)."""
+
+
+@dataclass(frozen=True)
+class TierStats:
+    """What a tier holds now."""
+
+    name: str
+    entries: int
+    bytes: int
+
+
+class Tier(ABC):
+    """The interface every tier implements."""
+
+    name: str = "tier"
+
+    @abstractmethod
+    def get(self, key: str) -> bytes | None:
+        """The bytes stored under ``key``, or ``None``."""
+
+    @abstractmethod
+    def set(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key``, replacing what was there."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds a live entry."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; removing a missing key is not an error."""
+
+    @abstractmethod
+    def clear(self) -> None:
+        """Remove every entry this tier owns."""
+
+    @abstractmethod
+    def stats(self) -> TierStats:
+        """Entries and bytes held now."""
+
+    def close(self) -> None:  # noqa: B027 - most tiers hold nothing to close
+        """Release connections."""
+
+
+class MemoryTier(Tier):
+    """A bounded LRU in this process, counted in bytes."""
+
+    name = "memory"
+
+    def __init__(self, max_bytes: int = 256 * 2**20) -> None:
+        if max_bytes <= 0:
+            raise ValueError("memory tier: max_bytes must be positive")
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            data = self._entries.get(key)
+            if data is not None:
+                self._entries.move_to_end(key)
+            return data
+
+    def set(self, key: str, data: bytes) -> None:
+        if len(data) > self.max_bytes:
+            return  # larger than the whole tier: keep it elsewhere
+        with self._lock:
+            self._remove(key)
+            self._entries[key] = data
+            self._bytes += len(data)
+            while self._bytes > self.max_bytes:
+                oldest = next(iter(self._entries))
+                self._remove(oldest)
+
+    def exists(self, key: str) -> bool:
+        with self._lock:
+            return key in self._entries
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._remove(key)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    def stats(self) -> TierStats:
+        with self._lock:
+            return TierStats(self.name, len(self._entries), self._bytes)
+
+    def _remove(self, key: str) -> None:
+        found = self._entries.pop(key, None)
+        if found is not None:
+            self._bytes -= len(found)
+
+
+def default_cache_dir() -> Path:
+    """``$NODEGRAPH_CACHE_DIR``, or ``~/.cache/nodegraph``."""
+    configured = os.environ.get("NODEGRAPH_CACHE_DIR")
+    return Path(configured) if configured else Path.home() / ".cache" / "nodegraph"
+
+
+class DiskTier(Tier):
+    """A folder of entries, bounded in bytes with LRU eviction.
+
+    Entries live at ``<root>/<key[:2]>/<key>``. A read touches the file's mtime, so
+    eviction (oldest mtime first) is least-recently-used. Writes go to a temporary file
+    and are renamed into place, so a crash never leaves a half-written entry behind.
+    """
+
+    name = "disk"
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        max_bytes: int = 1024 * 2**20,
+    ) -> None:
+        if max_bytes <= 0:
+            raise ValueError("disk tier: max_bytes must be positive")
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TierUnavailable(f"disk tier: cannot create {self.root}: {exc}") from exc
+        self._bytes = sum(size for _, size, _ in self._scan())
+
+    def _path(self, key: str) -> Path:
+        if not key or "/" in key or key.startswith("."):
+            raise ValueError(f"disk tier: invalid key {key!r}")
+        return self.root / key[:2] / key
+
+    def _scan(self) -> list[tuple[Path, int, float]]:
+        found = []
+        for folder in self.root.iterdir() if self.root.exists() else ():
+            if not folder.is_dir():
+                continue
+            for entry in folder.iterdir():
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    info = entry.stat()
+                except FileNotFoundError:
+                    continue
+                found.append((entry, info.st_size, info.st_mtime))
+        return found
+
+    def get(self, key: str) -> bytes | None:
+        path = self._path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise TierUnavailable(f"disk tier: cannot read {path}: {exc}") from exc
+        try:
+            os.utime(path)
+        except OSError:
+            pass  # LRU order is a hint; a read-only cache still serves
+        return data
+
+    def set(self, key: str, data: bytes) -> None:
+        if len(data) > self.max_bytes:
+            return
+        path = self._path(key)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_bytes(data)
+            previous = path.stat().st_size if path.exists() else 0
+            os.replace(temporary, path)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise TierUnavailable(f"disk tier: cannot write {path}: {exc}") from exc
+        with self._lock:
+            self._bytes += len(data) - previous
+            if self._bytes > self.max_bytes:
+                self._evict()
+
+    def _evict(self) -> None:
+        entries = sorted(self._scan(), key=lambda item: item[2])
+        total = sum(size for _, size, _ in entries)
+        for path, size, _ in entries:
+            if total <= self.max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
+        self._bytes = total
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return
+        with self._lock:
+            self._bytes -= size
+
+    def clear(self) -> None:
+        for path, _, _ in self._scan():
+            path.unlink(missing_ok=True)
+        with self._lock:
+            self._bytes = 0
+
+    def stats(self) -> TierStats:
+        entries = self._scan()
+        return TierStats(self.name, len(entries), sum(size for _, size, _ in entries))

@@ -1,0 +1,133 @@
+"""The hierarchy: nearest-first reads, promotion, faults, corruption and forgery."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+
+import pytest
+
+from integration.cache.envelope import seal
+from integration.cache.hierarchy import CacheHierarchy
+from integration.cache.tiers import DiskTier, MemoryTier, Tier, TierStats, TierUnavailable
+
+KEY = "9f" + "a" * 62
+
+
+@pytest.fixture
+def tiers(tmp_path):
+    return MemoryTier(), DiskTier(tmp_path / "disk")
+
+
+def test_reads_go_nearest_first_and_promote(tiers):
+    memory, disk = tiers
+    CacheHierarchy([disk]).store(KEY, [1, 2, 3])
+    cache = CacheHierarchy([memory, disk])
+    hit = cache.load(KEY)
+    assert (hit.value, hit.tier) == ([1, 2, 3], "disk")
+    assert memory.exists(KEY)  # promoted
+    assert cache.load(KEY).tier == "memory"
+    assert cache.locate(KEY) == "memory"
+    assert cache.hits == {"disk": 1, "memory": 1}
+
+
+def test_writes_go_to_every_level_and_misses_are_counted(tiers):
+    memory, disk = tiers
+    cache = CacheHierarchy([memory, disk])
+    assert cache.load(KEY) is None and cache.misses == 1
+    cache.store(KEY, {"a": 1})
+    assert memory.exists(KEY) and disk.exists(KEY)
+    cache.clear("memory")
+    assert not memory.exists(KEY) and disk.exists(KEY)
+
+
+def _disk_path(disk: DiskTier) -> object:
+    return disk.root / KEY[:2] / KEY
+
+
+def test_a_corrupt_entry_is_detected_deleted_and_missed(tiers, caplog):
+    memory, disk = tiers
+    cache = CacheHierarchy([disk])
+    cache.store(KEY, "value")
+    path = _disk_path(disk)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="nodegraph.cache"):
+        assert cache.load(KEY) is None
+    assert "corrupt entry" in caplog.text
+    assert not disk.exists(KEY)
+
+
+class Bomb:
+    """Unpickling this creates a file: code execution, as any pickle can do."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_forged_entries_are_refused_before_unpickling(tiers, tmp_path):
+    memory, disk = tiers
+    target = tmp_path / "pwned"
+    cache = CacheHierarchy([disk], secret=b"s3cret")
+    bomb = pickle.dumps(Bomb(str(target)))
+    disk.set(KEY, seal(bomb))  # unsigned, with a valid checksum
+    assert cache.load(KEY) is None
+    disk.set(KEY, seal(bomb, secret=b"wrong secret"))
+    assert cache.load(KEY) is None
+    assert not target.exists()
+    cache.store(KEY, "signed")
+    assert cache.load(KEY).value == "signed"
+    assert CacheHierarchy([disk]).load(KEY) is None  # signed, but no secret to check it
+
+
+def test_entries_older_than_the_ttl_are_gone(tiers):
+    memory, disk = tiers
+    disk.set(KEY, seal(pickle.dumps("old"), written_at=time.time() - 100))
+    assert CacheHierarchy([disk], ttl_seconds=50).load(KEY) is None
+    assert not disk.exists(KEY)
+    disk.set(KEY, seal(pickle.dumps("fresh")))
+    assert CacheHierarchy([disk], ttl_seconds=50).load(KEY).value == "fresh"
+
+
+class DownTier(Tier):
+    name = "redis"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def _down(self, *args):
+        self.calls += 1
+        raise TierUnavailable("connection refused")
+
+    get = set = exists = delete = clear = _down
+
+    def stats(self) -> TierStats:
+        return self._down()
+
+
+def test_a_down_tier_is_skipped_warned_once_and_counted(tiers, caplog):
+    memory, disk = tiers
+    down = DownTier()
+    cache = CacheHierarchy([memory, down, disk])
+    with caplog.at_level(logging.WARNING, logger="nodegraph.cache"):
+        cache.store(KEY, 41)
+        memory.clear()
+        assert cache.load(KEY).value == 41
+        assert cache.load("00" + "b" * 62) is None
+    assert caplog.text.count("cache tier redis is unavailable") == 1
+    assert cache.errors["redis"] == down.calls >= 3
+    cache.start_run()
+    with caplog.at_level(logging.WARNING, logger="nodegraph.cache"):
+        cache.load("00" + "c" * 62)
+    assert caplog.text.count("cache tier redis is unavailable") == 2
+
+
+def test_tiers_must_be_distinct(tiers):
+    memory, _ = tiers
+    with pytest.raises(ValueError, match="distinct"):
+        CacheHierarchy([memory, MemoryTier()])

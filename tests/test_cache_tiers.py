@@ -1,0 +1,91 @@
+"""One contract for every storage tier, and each tier's own bounds."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from integration.cache.tiers import DiskTier, MemoryTier, Tier, default_cache_dir
+
+
+@pytest.fixture(params=["memory", "disk"])
+def tier(request, tmp_path) -> Tier:
+    if request.param == "memory":
+        return MemoryTier(max_bytes=1 << 20)
+    return DiskTier(tmp_path / "cache", max_bytes=1 << 20)
+
+
+KEY = "ab" + "0" * 62
+OTHER = "cd" + "1" * 62
+
+
+def test_get_set_exists_delete(tier):
+    assert tier.get(KEY) is None and not tier.exists(KEY)
+    tier.set(KEY, b"\x00binary\xffdata")
+    assert tier.get(KEY) == b"\x00binary\xffdata" and tier.exists(KEY)
+    tier.set(KEY, b"replaced")
+    assert tier.get(KEY) == b"replaced"
+    tier.delete(KEY)
+    tier.delete(KEY)  # deleting a missing key is fine
+    assert tier.get(KEY) is None and not tier.exists(KEY)
+
+
+def test_stats_and_clear(tier):
+    tier.set(KEY, b"x" * 10)
+    tier.set(OTHER, b"y" * 20)
+    tier.set(KEY, b"x" * 5)
+    stats = tier.stats()
+    assert (stats.entries, stats.bytes) == (2, 25)
+    tier.clear()
+    assert tier.stats().entries == 0 and tier.get(OTHER) is None
+
+
+def test_least_recently_used_entries_go_first(tier):
+    small = (
+        type(tier)(max_bytes=300)
+        if isinstance(tier, MemoryTier)
+        else DiskTier(tier.root / "small", max_bytes=300)
+    )
+    keys = [f"{i:02d}" + "e" * 62 for i in range(3)]
+    for key in keys:
+        small.set(key, b"v" * 100)
+        time.sleep(0.01)  # distinct mtimes for the disk tier's LRU order
+    assert small.get(keys[0]) is not None  # touch the oldest: now most recent
+    time.sleep(0.01)
+    small.set("zz" + "f" * 62, b"v" * 100)
+    assert small.get(keys[1]) is None  # the least recently used one went
+    assert small.get(keys[0]) is not None and small.get(keys[2]) is not None
+    assert small.stats().bytes <= 300
+
+
+def test_an_entry_larger_than_the_tier_is_not_kept(tier):
+    tiny = (
+        MemoryTier(max_bytes=10)
+        if isinstance(tier, MemoryTier)
+        else DiskTier(tier.root / "tiny", max_bytes=10)
+    )
+    tiny.set(KEY, b"x" * 11)
+    assert tiny.get(KEY) is None and tiny.stats().bytes == 0
+
+
+def test_disk_tier_survives_a_restart_and_writes_atomically(tmp_path):
+    first = DiskTier(tmp_path, max_bytes=1 << 20)
+    first.set(KEY, b"persisted")
+    second = DiskTier(tmp_path, max_bytes=1 << 20)
+    assert second.get(KEY) == b"persisted" and second.stats().bytes == len(b"persisted")
+    leftovers = [p for p in (tmp_path / KEY[:2]).iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_disk_tier_rejects_path_like_keys(tmp_path):
+    with pytest.raises(ValueError, match="invalid key"):
+        DiskTier(tmp_path).set("../escape", b"x")
+
+
+def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("NODEGRAPH_CACHE_DIR", str(tmp_path))
+    assert default_cache_dir() == tmp_path
+    monkeypatch.delenv("NODEGRAPH_CACHE_DIR")
+    assert default_cache_dir() == Path.home() / ".cache" / "nodegraph"
