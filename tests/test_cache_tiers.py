@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from integration.cache.tiers import DiskTier, MemoryTier, Tier, default_cache_dir
+from integration.cache.tiers import (
+    DiskTier,
+    MemoryTier,
+    RedisTier,
+    Tier,
+    TierUnavailable,
+    default_cache_dir,
+)
 
 
-@pytest.fixture(params=["memory", "disk"])
-def tier(request, tmp_path) -> Tier:
+@pytest.fixture(params=["memory", "disk", "redis"])
+def tier(request, tmp_path) -> Iterator[Tier]:
     if request.param == "memory":
-        return MemoryTier(max_bytes=1 << 20)
-    return DiskTier(tmp_path / "cache", max_bytes=1 << 20)
+        yield MemoryTier(max_bytes=1 << 20)
+        return
+    if request.param == "disk":
+        yield DiskTier(tmp_path / "cache", max_bytes=1 << 20)
+        return
+    server = request.getfixturevalue("redis_server")
+    tier = RedisTier(server.url, prefix=f"test:{uuid.uuid4().hex}:")
+    yield tier
+    tier.clear()
+    tier.close()
 
 
 KEY = "ab" + "0" * 62
@@ -42,12 +59,16 @@ def test_stats_and_clear(tier):
     assert tier.stats().entries == 0 and tier.get(OTHER) is None
 
 
-def test_least_recently_used_entries_go_first(tier):
-    small = (
-        type(tier)(max_bytes=300)
-        if isinstance(tier, MemoryTier)
-        else DiskTier(tier.root / "small", max_bytes=300)
-    )
+@pytest.fixture(params=["memory", "disk"])
+def bounded(request, tmp_path):
+    """Tiers that bound their own size (Redis bounds itself with maxmemory)."""
+    if request.param == "memory":
+        return lambda limit: MemoryTier(max_bytes=limit)
+    return lambda limit: DiskTier(tmp_path / f"bounded-{limit}", max_bytes=limit)
+
+
+def test_least_recently_used_entries_go_first(bounded):
+    small = bounded(300)
     keys = [f"{i:02d}" + "e" * 62 for i in range(3)]
     for key in keys:
         small.set(key, b"v" * 100)
@@ -60,12 +81,8 @@ def test_least_recently_used_entries_go_first(tier):
     assert small.stats().bytes <= 300
 
 
-def test_an_entry_larger_than_the_tier_is_not_kept(tier):
-    tiny = (
-        MemoryTier(max_bytes=10)
-        if isinstance(tier, MemoryTier)
-        else DiskTier(tier.root / "tiny", max_bytes=10)
-    )
+def test_an_entry_larger_than_the_tier_is_not_kept(bounded):
+    tiny = bounded(10)
     tiny.set(KEY, b"x" * 11)
     assert tiny.get(KEY) is None and tiny.stats().bytes == 0
 
@@ -89,3 +106,20 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path
     monkeypatch.delenv("NODEGRAPH_CACHE_DIR")
     assert default_cache_dir() == Path.home() / ".cache" / "nodegraph"
+
+
+def test_redis_ttl_is_set_on_write(redis_server):
+    tier = RedisTier(redis_server.url, prefix=f"ttl:{uuid.uuid4().hex}:", ttl_seconds=30)
+    tier.set(KEY, b"x")
+    assert 0 < tier.client.ttl(tier.prefix + KEY) <= 30
+    tier.clear()
+
+
+def test_a_stopped_redis_fails_fast(own_redis_server):
+    tier = RedisTier(own_redis_server.url, timeout_s=0.5)
+    tier.set(KEY, b"x")
+    own_redis_server.stop()
+    started = time.monotonic()
+    with pytest.raises(TierUnavailable, match="redis tier"):
+        tier.get(KEY)
+    assert time.monotonic() - started < 5

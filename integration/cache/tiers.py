@@ -240,3 +240,74 @@ class DiskTier(Tier):
     def stats(self) -> TierStats:
         entries = self._scan()
         return TierStats(self.name, len(entries), sum(size for _, size, _ in entries))
+
+
+class RedisTier(Tier):
+    """Entries in Redis under ``<prefix><key>``, with Redis's own TTL.
+
+    Every operation has a short socket timeout and no client-side retries, so a Redis
+    that is down or hung costs one timeout, not a stalled run.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        prefix: str = "nodegraph:",
+        ttl_seconds: float | None = None,
+        timeout_s: float = 0.5,
+    ) -> None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self.url = url
+        self.prefix = prefix
+        self.ttl_seconds = ttl_seconds
+        self._errors = (redis.RedisError, OSError)
+        self.client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+        )
+
+    def _run(self, operation: str, *args: object, **kwargs: object) -> object:
+        try:
+            return getattr(self.client, operation)(*args, **kwargs)
+        except self._errors as exc:
+            raise TierUnavailable(f"redis tier ({self.url}): {exc}") from exc
+
+    def get(self, key: str) -> bytes | None:
+        return self._run("get", self.prefix + key)  # type: ignore[return-value]
+
+    def set(self, key: str, data: bytes) -> None:
+        expire = max(1, int(self.ttl_seconds)) if self.ttl_seconds else None
+        self._run("set", self.prefix + key, data, ex=expire)
+
+    def exists(self, key: str) -> bool:
+        return bool(self._run("exists", self.prefix + key))
+
+    def delete(self, key: str) -> None:
+        self._run("delete", self.prefix + key)
+
+    def _keys(self) -> list[bytes]:
+        try:
+            return list(self.client.scan_iter(match=self.prefix + "*", count=500))
+        except self._errors as exc:
+            raise TierUnavailable(f"redis tier ({self.url}): {exc}") from exc
+
+    def clear(self) -> None:
+        keys = self._keys()
+        for start in range(0, len(keys), 500):
+            self._run("delete", *keys[start : start + 500])
+
+    def stats(self) -> TierStats:
+        keys = self._keys()
+        sizes = [self._run("strlen", key) for key in keys]
+        return TierStats(self.name, len(keys), sum(int(s) for s in sizes))  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.client.close()
