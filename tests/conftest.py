@@ -182,6 +182,69 @@ def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
+class MotoServer:
+    """A real S3 API (``moto_server``) on a free loopback port, which a test may stop."""
+
+    def __init__(self, binary: str) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [binary, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"moto_server did not answer on port {self.port}")
+
+    def tier(self, bucket: str, prefix: str = "nodegraph/", timeout_s: float = 2.0):
+        """An ``S3Tier`` on this server, creating the bucket if needed."""
+        from integration.cache.tiers import S3Tier
+
+        tier = S3Tier(
+            bucket,
+            prefix,
+            endpoint_url=self.endpoint,
+            key="testing",
+            secret="testing",
+            region="eu-west-1",
+            timeout_s=timeout_s,
+        )
+        if not tier.fs.exists(bucket):
+            tier.fs.mkdir(bucket)
+        return tier
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """One real S3 API for the session."""
+    server = MotoServer(require_binary("moto_server"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_moto_server() -> Iterator[MotoServer]:
+    """An S3 API of this test's own, for tests that stop it."""
+    server = MotoServer(require_binary("moto_server"))
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def registry():
     from integration.graph import NodeRegistry

@@ -19,13 +19,18 @@ from integration.cache.tiers import (
 )
 
 
-@pytest.fixture(params=["memory", "disk", "redis"])
+@pytest.fixture(params=["memory", "disk", "redis", "s3"])
 def tier(request, tmp_path) -> Iterator[Tier]:
     if request.param == "memory":
         yield MemoryTier(max_bytes=1 << 20)
         return
     if request.param == "disk":
         yield DiskTier(tmp_path / "cache", max_bytes=1 << 20)
+        return
+    if request.param == "s3":
+        tier = request.getfixturevalue("moto_server").tier("contract", uuid.uuid4().hex)
+        yield tier
+        tier.clear()
         return
     server = request.getfixturevalue("redis_server")
     tier = RedisTier(server.url, prefix=f"test:{uuid.uuid4().hex}:")
@@ -123,3 +128,14 @@ def test_a_stopped_redis_fails_fast(own_redis_server):
     with pytest.raises(TierUnavailable, match="redis tier"):
         tier.get(KEY)
     assert time.monotonic() - started < 5
+
+
+def test_a_stopped_s3_endpoint_fails_fast(own_moto_server):
+    tier = own_moto_server.tier("down", timeout_s=1.0)
+    tier.set(KEY, b"x")
+    assert tier.get(KEY) == b"x"
+    own_moto_server.stop()
+    started = time.monotonic()
+    with pytest.raises(TierUnavailable, match="s3 tier"):
+        tier.get(KEY)
+    assert time.monotonic() - started < 15

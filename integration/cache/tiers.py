@@ -311,3 +311,102 @@ class RedisTier(Tier):
 
     def close(self) -> None:
         self.client.close()
+
+
+class S3Tier(Tier):
+    """Entries as objects ``s3://<bucket>/<prefix><key>`` through s3fs.
+
+    ``endpoint_url`` points at any S3 API (MinIO, moto, ...). Credentials come from the
+    arguments or, as with any AWS client, from ``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY`` / ``AWS_PROFILE``. Connect and read timeouts are short and
+    botocore retries once at most, so an unreachable endpoint costs seconds, not minutes.
+    """
+
+    name = "s3"
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "nodegraph/",
+        endpoint_url: str | None = None,
+        key: str | None = None,
+        secret: str | None = None,
+        region: str | None = None,
+        timeout_s: float = 2.0,
+    ) -> None:
+        import s3fs
+
+        if not bucket or "/" in bucket:
+            raise ValueError(f"s3 tier: invalid bucket name {bucket!r}")
+        self.bucket = bucket
+        self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        self.fs = s3fs.S3FileSystem(
+            key=key,
+            secret=secret,
+            client_kwargs={"endpoint_url": endpoint_url, "region_name": region},
+            config_kwargs={
+                "connect_timeout": timeout_s,
+                "read_timeout": timeout_s,
+                "retries": {"max_attempts": 1, "mode": "standard"},
+            },
+            use_listings_cache=False,
+            skip_instance_cache=True,
+        )
+        self.where = f"s3://{bucket}/{self.prefix} ({endpoint_url or 'AWS'})"
+
+    def _path(self, key: str) -> str:
+        if not key or "/" in key:
+            raise ValueError(f"s3 tier: invalid key {key!r}")
+        return f"{self.bucket}/{self.prefix}{key}"
+
+    def _fail(self, exc: Exception) -> TierUnavailable:
+        return TierUnavailable(f"s3 tier {self.where}: {type(exc).__name__}: {exc}")
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self.fs.cat_file(self._path(key))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise self._fail(exc) from exc
+
+    def set(self, key: str, data: bytes) -> None:
+        try:
+            self.fs.pipe_file(self._path(key), data)
+        except Exception as exc:
+            raise self._fail(exc) from exc
+
+    def exists(self, key: str) -> bool:
+        try:
+            return bool(self.fs.exists(self._path(key)))
+        except Exception as exc:
+            raise self._fail(exc) from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self.fs.rm_file(self._path(key))
+        except FileNotFoundError:
+            return
+        except Exception as exc:
+            raise self._fail(exc) from exc
+
+    def _objects(self) -> dict[str, dict[str, object]]:
+        try:
+            return self.fs.find(f"{self.bucket}/{self.prefix}", detail=True)
+        except FileNotFoundError:
+            return {}
+        except Exception as exc:
+            raise self._fail(exc) from exc
+
+    def clear(self) -> None:
+        paths = list(self._objects())
+        if paths:
+            try:
+                self.fs.rm(paths)
+            except Exception as exc:
+                raise self._fail(exc) from exc
+
+    def stats(self) -> TierStats:
+        objects = self._objects()
+        total = sum(int(info.get("size") or 0) for info in objects.values())  # type: ignore[call-overload]
+        return TierStats(self.name, len(objects), total)
