@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -83,8 +90,59 @@ class ResourceManagementConfig(_Section):
     """Resource limits; the resource-aware scheduler reads this section."""
 
 
+CacheLevel = Literal["memory", "disk", "redis", "s3"]
+
+
+class RedisSettings(_Section):
+    """Where the redis tier connects."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "nodegraph:"
+    timeout_seconds: float = Field(default=0.5, gt=0)
+
+
+class S3Settings(_Section):
+    """Where the s3 tier writes. Credentials also come from the standard AWS variables."""
+
+    bucket: str = ""
+    prefix: str = "nodegraph/"
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    timeout_seconds: float = Field(default=2.0, gt=0)
+
+
 class CachingConfig(_Section):
-    """Node result caching; the cache tiers read this section."""
+    """Node result caching: which tiers, in which order, and their bounds."""
+
+    enable: bool = Field(default=True, description="Cache node results by content key.")
+    cache_levels: list[CacheLevel] = Field(
+        default_factory=lambda: ["memory", "disk"],
+        description="Tiers, nearest first; reads promote, writes go to every level.",
+    )
+    ttl_seconds: float | None = Field(default=None, gt=0, description="Entry lifetime.")
+    max_cache_size_mb: float = Field(default=1024, gt=0, description="Disk tier bound.")
+    memory_size_mb: float = Field(default=256, gt=0, description="Memory tier bound.")
+    directory: Path | None = Field(
+        default=None,
+        description="Disk tier folder (default $NODEGRAPH_CACHE_DIR or ~/.cache/nodegraph).",
+    )
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+
+    @field_validator("cache_levels")
+    @classmethod
+    def _distinct_levels(cls, levels: list[str]) -> list[str]:
+        if len(set(levels)) != len(levels):
+            raise ValueError(f"cache levels must not repeat, got {levels}")
+        return levels
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> CachingConfig:
+        if "s3" in self.cache_levels and not self.s3.bucket:
+            raise ValueError("cache level 's3' needs caching.s3.bucket")
+        return self
 
 
 class MonitoringConfig(_Section):
@@ -175,7 +233,12 @@ def load_config(
         _environ.reset(token)
 
 
-_NON_SETTINGS = {"NODEGRAPH_CONFIG", "NODEGRAPH_NODE_PATH"}
+_NON_SETTINGS = {
+    "NODEGRAPH_CONFIG",
+    "NODEGRAPH_NODE_PATH",
+    "NODEGRAPH_CACHE_DIR",
+    "NODEGRAPH_CACHE_SECRET",
+}
 
 
 def _unknown_env_keys(env: Mapping[str, str]) -> list[str]:

@@ -13,7 +13,7 @@ to a translator. Later stages (cache keys, pruning, fusion) refine it here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,3 +157,42 @@ def _make_plan(bound: BoundGraph, outputs: Sequence[str] | None) -> Plan:
         for upstream in steps[node_id].upstream:
             steps[upstream].consumers.append(node_id)
     return Plan(graph=bound, steps=steps, order=order, levels=grouped, outputs=requests)
+
+
+@dataclass
+class CachedPlan:
+    """How a plan runs given the keys the cache holds.
+
+    - ``execute``: nodes that must run, in plan order;
+    - ``load``: cached nodes whose values are needed (by a node that runs, or as a
+      requested output), in plan order;
+    - ``skip``: cached nodes nothing needs; they are neither run nor loaded.
+    """
+
+    execute: list[str]
+    load: list[str]
+    skip: list[str]
+
+
+def prune_cached(plan: Plan, cached: Mapping[str, str]) -> CachedPlan:
+    """Split a plan by what ``cached`` (node id -> tier) holds, walking it backwards.
+
+    A node is needed when it is a requested output or feeds a node that runs; a needed
+    node runs unless it is cached, in which case its value is loaded instead.
+    """
+    # The plan's own sinks are wanted too: they include side-effect nodes without outputs.
+    wanted = {request.node for request in plan.outputs}
+    wanted |= {n for n, step in plan.steps.items() if not step.consumers}
+    runs: set[str] = set()
+    needed: set[str] = set()
+    for node_id in reversed(plan.order):
+        step = plan.steps[node_id]
+        if node_id in wanted or any(c in runs for c in step.consumers):
+            needed.add(node_id)
+            if node_id not in cached:
+                runs.add(node_id)
+    return CachedPlan(
+        execute=[n for n in plan.order if n in runs],
+        load=[n for n in plan.order if n in needed and n not in runs],
+        skip=[n for n in plan.order if n not in needed],
+    )

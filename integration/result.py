@@ -26,9 +26,15 @@ class NodeState(StrEnum):
     """Where a node ended up in a run."""
 
     COMPLETED = "completed"
+    CACHED = "cached"
     FAILED = "failed"
     UPSTREAM_FAILED = "upstream_failed"
     PENDING = "pending"
+
+    @property
+    def ok(self) -> bool:
+        """Whether the node's outputs are available (computed or from the cache)."""
+        return self in (NodeState.COMPLETED, NodeState.CACHED)
 
 
 class RunState(StrEnum):
@@ -46,6 +52,8 @@ class NodeReport:
     duration_s: float | None = None
     error: NodeError | None = None
     task_run_id: str | None = None
+    cache_tier: str | None = None
+    cache_key: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +62,8 @@ class NodeReport:
             "state": str(self.state),
             "duration_s": self.duration_s,
             "error": self.error.to_dict() if self.error else None,
+            "cache_tier": self.cache_tier,
+            "cache_key": self.cache_key,
         }
 
 

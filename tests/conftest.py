@@ -245,6 +245,14 @@ def own_moto_server() -> Iterator[MotoServer]:
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def _private_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test caches into its own folder (and so gets its own memory tier too)."""
+    folder = tmp_path / "nodegraph-cache"
+    monkeypatch.setenv("NODEGRAPH_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def registry():
     from integration.graph import NodeRegistry

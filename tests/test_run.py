@@ -104,7 +104,8 @@ def test_sequential_runs_one_node_at_a_time(registry):
     graph = {
         "name": "no-overlap",
         "nodes": [
-            {"id": f"s{i}", "type": "testpack.interval", "params": {"seconds": 0.2}}
+            # distinct values: identical nodes would share one cache key
+            {"id": f"s{i}", "type": "testpack.interval", "params": {"seconds": 0.2, "value": i}}
             for i in range(2)
         ],
     }

@@ -65,7 +65,15 @@ class CacheHierarchy:
     # -- reading ------------------------------------------------------------------
 
     def load(self, key: str) -> Hit | None:
-        """The value under ``key`` from the nearest tier that has a valid entry."""
+        """The unpickled value under ``key`` from the nearest tier with a valid entry."""
+        found = self.load_bytes(key)
+        if found is None:
+            return None
+        payload, tier_name = found
+        return Hit(pickle.loads(payload), tier_name)
+
+    def load_bytes(self, key: str) -> tuple[bytes, str] | None:
+        """The verified payload under ``key`` and the tier it came from, or ``None``."""
         for depth, tier in enumerate(self.tiers):
             entry = self._call(tier, "get", key)
             if entry is None:
@@ -73,12 +81,11 @@ class CacheHierarchy:
             payload = self._verified(tier, key, entry)
             if payload is None:
                 continue
-            value = pickle.loads(payload)
             for nearer in self.tiers[:depth]:
                 self._call(nearer, "set", key, entry)
             with self._lock:
                 self.hits[tier.name] += 1
-            return Hit(value, tier.name)
+            return payload, tier.name
         with self._lock:
             self.misses += 1
         return None
@@ -112,7 +119,11 @@ class CacheHierarchy:
 
     def store(self, key: str, value: Any) -> None:
         """Pickle, seal and write ``value`` to every tier."""
-        entry = seal(cloudpickle.dumps(value), self.secret)
+        self.store_bytes(key, cloudpickle.dumps(value))
+
+    def store_bytes(self, key: str, payload: bytes) -> None:
+        """Seal ``payload`` and write it to every tier."""
+        entry = seal(payload, self.secret)
         for tier in self.tiers:
             self._call(tier, "set", key, entry)
 

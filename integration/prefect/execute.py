@@ -23,10 +23,14 @@ from prefect.futures import PrefectFuture
 from prefect.results import ResultRecord
 from prefect.states import State
 
+from integration.cache.hierarchy import CacheHierarchy
+from integration.cache.keys import NodeKey
 from integration.errors import ErrorType, NodeError
 from integration.graph.order import descendants
-from integration.plan import Plan, PlanStep
-from integration.prefect.tasks import NodeOutput, Upstream
+from integration.graph.validate import BoundNode
+from integration.plan import Plan, PlanStep, prune_cached
+from integration.prefect.storage import TieredResultStorage, load_cached_value
+from integration.prefect.tasks import NodeOutput, Upstream, node_task
 from integration.result import NodeReport, NodeState, RunResult, RunState
 
 DEFAULT_WINDOW = 64
@@ -36,35 +40,121 @@ NodeListener = Callable[[NodeReport, int, int], None]
 """Called as ``listener(report, finished, total)`` each time a node finishes."""
 
 
+class NodeTasks:
+    """A node's Prefect task variants, built on first use.
+
+    The plain variant neither hashes nor persists; the cached one persists its result
+    under the node key through ``storage``; ``refresh`` recomputes and overwrites.
+    """
+
+    __slots__ = ("_built", "node", "storage", "tag_type")
+
+    def __init__(
+        self, node: BoundNode, tag_type: bool, storage: TieredResultStorage | None
+    ) -> None:
+        self.node = node
+        self.tag_type = tag_type
+        self.storage = storage
+        self._built: dict[tuple[bool, bool], Task[..., NodeOutput]] = {}
+
+    def get(self, cached: bool, refresh: bool = False) -> Task[..., NodeOutput]:
+        cached = cached and self.storage is not None
+        variant = (cached, refresh and cached)
+        task = self._built.get(variant)
+        if task is None:
+            storage = self.storage if cached else None
+            task = node_task(self.node, self.tag_type, storage, refresh=variant[1])
+            self._built[variant] = task
+        return task
+
+
 class GraphExecution:
     """One run of a plan inside a Prefect flow."""
 
     def __init__(
         self,
         plan: Plan,
-        tasks: Mapping[str, Task[..., NodeOutput]],
+        tasks: Mapping[str, NodeTasks],
         inputs: Mapping[str, Any],
         listener: NodeListener | None = None,
+        keys: Mapping[str, NodeKey] | None = None,
+        cache: CacheHierarchy | None = None,
+        refresh: bool = False,
     ) -> None:
         self.plan = plan
         self.tasks = tasks
         self.inputs = inputs
         self.listener = listener
+        self.keys = keys or {}
+        self.cache = cache
+        self.refresh = refresh
         self.reports: dict[str, NodeReport] = {}
-        # NodeOutput (sequential) or PrefectFuture (parallel), per producing node
+        # NodeOutput (sequential, or loaded from the cache) or PrefectFuture (parallel)
         self.produced: dict[str, Any] = {}
         self._wanted = {request.node for request in plan.outputs}
-        self._consumers_left = {n: len(s.consumers) for n, s in plan.steps.items()}
         self._successors = {n: s.consumers for n, s in plan.steps.items()}
+        self.executing = self._consult_cache()
+        running = set(self.executing)
+        self._consumers_left = {
+            n: sum(c in running for c in s.consumers) for n, s in plan.steps.items()
+        }
+
+    # -- the cache ----------------------------------------------------------------
+
+    def _consult_cache(self) -> list[str]:
+        """Load what the cache holds and the run needs; return the nodes that must run."""
+        if self.cache is None or not self.keys:
+            return list(self.plan.order)
+        self.cache.start_run()
+        located: dict[str, str] = {}
+        if not self.refresh:
+            for node_id in self.plan.order:
+                key = self.keys[node_id]
+                if key.shared:
+                    tier = self.cache.locate(key.key)
+                    if tier is not None:
+                        located[node_id] = tier
+        while True:
+            decision = prune_cached(self.plan, located)
+            missing = [n for n in decision.load if not self._load(n)]
+            if not missing:
+                break
+            for node_id in missing:  # vanished or corrupt since located: run it instead
+                located.pop(node_id)
+        for node_id in decision.skip:
+            self._cached_report(node_id, located[node_id])
+        return decision.execute
+
+    def _load(self, node_id: str) -> bool:
+        assert self.cache is not None
+        found = load_cached_value(self.cache, self.keys[node_id].key)
+        if found is None:
+            return False
+        output, tier = found
+        self.produced[node_id] = output
+        self._cached_report(node_id, tier)
+        return True
+
+    def _cached_report(self, node_id: str, tier: str) -> None:
+        node_type = self.plan.steps[node_id].node.type.qualified_name
+        report = NodeReport(
+            node_id, node_type, NodeState.CACHED, cache_tier=tier, cache_key=self.keys[node_id].key
+        )
+        self._report(report)
+
+    def _task(self, node_id: str) -> Task[..., NodeOutput]:
+        key = self.keys.get(node_id)
+        persist = self.cache is not None and key is not None and key.shared
+        return self.tasks[node_id].get(cached=persist, refresh=self.refresh)
 
     # -- strategies ---------------------------------------------------------------
 
     def run_sequential(self) -> RunResult:
-        for node_id in self.plan.order:
+        for node_id in self.executing:
             if node_id in self.reports:
                 continue  # already marked upstream_failed
             step = self.plan.steps[node_id]
-            state = self.tasks[node_id](**self._arguments(step), return_state=True)
+            state = self._task(node_id)(**self._arguments(step), return_state=True)
             self._finish(node_id, state)
         return self._result()
 
@@ -82,20 +172,23 @@ class GraphExecution:
         steps = self.plan.steps
         position = {node_id: i for i, node_id in enumerate(self.plan.order)}
         finished: queue.SimpleQueue[tuple[str, PrefectFuture[NodeOutput]]] = queue.SimpleQueue()
-        not_done = {n: len(s.upstream) for n, s in steps.items()}
+        running = set(self.executing)
+        not_done = {n: sum(u in running for u in steps[n].upstream) for n in self.executing}
         not_submitted = dict(not_done)
-        ready = [(position[n], n) for n in self.plan.order if not_done[n] == 0]
+        ready = [(position[n], n) for n in self.executing if not_done[n] == 0]
         lookahead: list[tuple[int, str]] = []
         submitted: set[str] = set()
         in_flight: dict[str, PrefectFuture[NodeOutput]] = {}
 
         def submit(node_id: str) -> None:
-            future = self.tasks[node_id].submit(**self._arguments(steps[node_id]))
+            future = self._task(node_id).submit(**self._arguments(steps[node_id]))
             submitted.add(node_id)
             in_flight[node_id] = future
             self.produced[node_id] = future
             future.add_done_callback(lambda f, n=node_id: finished.put((n, f)))
             for consumer in self._successors[node_id]:
+                if consumer not in running:
+                    continue
                 not_submitted[consumer] -= 1
                 if not_submitted[consumer] == 0 and not_done[consumer] > 0:
                     heapq.heappush(lookahead, (position[consumer], consumer))
@@ -128,6 +221,8 @@ class GraphExecution:
                 ok = self._finish(node_id, state)
             if ok:
                 for consumer in self._successors[node_id]:
+                    if consumer not in running:
+                        continue
                     not_done[consumer] -= 1
                     if not_done[consumer] == 0:
                         heapq.heappush(ready, (position[consumer], consumer))
@@ -154,11 +249,13 @@ class GraphExecution:
             elif binding.kind == "edge":
                 producer = self.produced[binding.source]
                 upstream[port] = (producer, binding.source_port, binding.transform)
+        key = self.keys.get(step.node_id)
         return {
             "node_type": step.node.type,
             "node_id": step.node_id,
             "literals": literals,
             "upstream": upstream,
+            "cache_key": key.key if key is not None and key.shared else None,
         }
 
     def _finish(self, node_id: str, state: State[Any]) -> bool:
@@ -172,12 +269,17 @@ class GraphExecution:
                 self.produced[node_id], PrefectFuture
             ):
                 self.produced[node_id] = output
+            # Prefect answers "Cached" when another run stored the key meanwhile.
+            from_cache = state.name == "Cached"
+            key = self.keys.get(node_id)
             report = NodeReport(
                 node_id,
                 type_name,
-                NodeState.COMPLETED,
-                output.duration_s,
+                NodeState.CACHED if from_cache else NodeState.COMPLETED,
+                None if from_cache else output.duration_s,
                 task_run_id=str(task_run_id) if task_run_id else None,
+                cache_tier="prefect" if from_cache else None,
+                cache_key=key.key if key is not None else None,
             )
             self._report(report)
             self._release_inputs(step)
@@ -204,7 +306,8 @@ class GraphExecution:
             task_run_id=task_run_id,
         )
         self._report(report)
-        for blocked in sorted(descendants(self._successors, [node_id])):
+        running = set(self.executing)
+        for blocked in sorted(descendants(self._successors, [node_id]) & running):
             self._block(blocked, f"not run: upstream node {node_id!r} failed")
 
     def _block(self, node_id: str, reason: str) -> None:
@@ -221,6 +324,9 @@ class GraphExecution:
                 self.produced.pop(upstream, None)
 
     def _report(self, report: NodeReport) -> None:
+        key = self.keys.get(report.node_id)
+        if report.cache_key is None and key is not None:
+            report.cache_key = key.key
         self.reports[report.node_id] = report
         if self.listener is not None:
             self.listener(report, len(self.reports), len(self.plan.order))
@@ -229,14 +335,14 @@ class GraphExecution:
         outputs: dict[str, Any] = {}
         for request in self.plan.outputs:
             report = self.reports.get(request.node)
-            if report is None or report.state != NodeState.COMPLETED:
+            if report is None or not report.state.ok:
                 continue
             produced = self.produced[request.node]
             if isinstance(produced, PrefectFuture):
                 produced = _completed_value(produced.state)
             output: NodeOutput = produced
             outputs[request.name] = output.values[request.port]
-        failed = any(r.state != NodeState.COMPLETED for r in self.reports.values())
+        failed = any(not r.state.ok for r in self.reports.values())
         ordered = {n: self.reports[n] for n in self.plan.order}
         return RunResult(
             graph=self.plan.name,

@@ -23,18 +23,20 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect import Flow, Task
+from prefect import Flow
 from prefect.context import FlowRunContext
 
-from integration.config import NodegraphConfig, load_config
+from integration.cache.factory import hierarchy_for
+from integration.cache.keys import graph_keys
+from integration.config import CachingConfig, NodegraphConfig, load_config
 from integration.errors import NodegraphError
 from integration.graph.load import GraphSource, load_graph
 from integration.graph.registry import NodeRegistry
 from integration.graph.validate import BoundGraph, bind, resolve_inputs
 from integration.plan import Plan, make_plan
-from integration.prefect.execute import GraphExecution, NodeListener
+from integration.prefect.execute import GraphExecution, NodeListener, NodeTasks
 from integration.prefect.runners import task_runner_for
-from integration.prefect.tasks import node_task
+from integration.prefect.storage import TieredResultStorage
 from integration.result import RunResult
 
 _PYTHON_TYPES: dict[str, Any] = {
@@ -101,12 +103,21 @@ def flow_from_plan(
     processes: bool = False,
     max_workers: int | None = None,
     tag_node_types: bool = True,
+    caching: CachingConfig | None = None,
+    refresh: bool = False,
 ) -> Flow[..., dict[str, Any]]:
-    """The Prefect flow that runs ``plan``."""
+    """The Prefect flow that runs ``plan``.
+
+    With ``caching`` (enabled), node results are keyed by content and stored in the
+    configured tiers; cached nodes are loaded instead of run. ``refresh`` recomputes
+    every node and overwrites what the cache held.
+    """
     runner = task_runner_for(strategy, processes=processes, max_workers=max_workers)
     label = f"{strategy}{'+processes' if processes and strategy != 'sequential' else ''}"
-    tasks = {n: node_task(plan.steps[n].node, tag_node_types) for n in plan.order}
-    state = _FlowState(plan, tasks, label, max_workers)
+    caching = caching if caching is not None and caching.enable else None
+    storage = TieredResultStorage.for_config(caching) if caching is not None else None
+    tasks = {n: NodeTasks(plan.steps[n].node, tag_node_types, storage) for n in plan.order}
+    state = _FlowState(plan, tasks, label, max_workers, caching, refresh)
     bound = plan.graph
 
     def run_graph_flow(**inputs: Any) -> dict[str, Any]:
@@ -131,15 +142,19 @@ class _FlowState:
     process that built the flow runs its body.
     """
 
-    __slots__ = ("max_workers", "plan", "strategy", "tasks")
+    __slots__ = ("caching", "max_workers", "plan", "refresh", "strategy", "tasks")
 
     def __init__(
         self,
         plan: Plan,
-        tasks: dict[str, Task[..., Any]],
+        tasks: dict[str, NodeTasks],
         strategy: str,
         max_workers: int | None = None,
+        caching: CachingConfig | None = None,
+        refresh: bool = False,
     ) -> None:
+        self.caching = caching
+        self.refresh = refresh
         self.plan = plan
         self.tasks = tasks
         self.strategy = strategy
@@ -158,8 +173,17 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> dict[str, Any
         raise RuntimeError("a graph flow body runs only in the process that built the flow")
     session = _current_session()
     values = resolve_inputs(state.plan.graph, inputs)
+    flow_run = FlowRunContext.get()
+    run_id = str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None
+    keys = graph_keys(state.plan.graph, values, run_id) if state.caching else None
     execution = GraphExecution(
-        state.plan, state.tasks, values, session.listener if session else None
+        state.plan,
+        state.tasks,
+        values,
+        session.listener if session else None,
+        keys=keys,
+        cache=hierarchy_for(state.caching) if state.caching else None,
+        refresh=state.refresh,
     )
     started = time.perf_counter()
     if state.strategy == "sequential":
@@ -168,9 +192,7 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> dict[str, Any
         result = execution.run_parallel(window=state.max_workers)
     result.duration_s = time.perf_counter() - started
     result.strategy = state.strategy
-    flow_run = FlowRunContext.get()
-    if flow_run is not None and flow_run.flow_run is not None:
-        result.flow_run_id = str(flow_run.flow_run.id)
+    result.flow_run_id = run_id
     if session is not None:
         session.results.append(result)
     if not result.ok:
@@ -206,14 +228,16 @@ def to_flow(
     max_workers: int | None = None,
     registry: NodeRegistry | None = None,
     config: NodegraphConfig | None = None,
+    cache: bool | None = None,
+    refresh: bool = False,
 ) -> Flow[..., dict[str, Any]]:
     """A Prefect flow for ``graph``: call it, serve it, or use it as a subflow.
 
-    Settings not given come from the configuration (``execution.*``).
+    Settings not given come from the configuration (``execution.*``, ``caching.*``).
     """
     config = config or load_config()
     plan = prepare(graph, outputs, registry, config)
-    return _configured_flow(plan, config, strategy, processes, max_workers)
+    return _configured_flow(plan, config, strategy, processes, max_workers, cache, refresh)
 
 
 def _configured_flow(
@@ -222,14 +246,21 @@ def _configured_flow(
     strategy: str | None,
     processes: bool | None,
     max_workers: int | None,
+    cache: bool | None = None,
+    refresh: bool = False,
 ) -> Flow[..., dict[str, Any]]:
-    """``flow_from_plan`` with arguments not given taken from ``config.execution``."""
+    """``flow_from_plan`` with arguments not given taken from the configuration."""
+    caching = config.caching
+    if cache is not None:
+        caching = caching.model_copy(update={"enable": cache})
     return flow_from_plan(
         plan,
         strategy=strategy or config.execution.strategy,
         processes=config.execution.processes if processes is None else processes,
         max_workers=max_workers or config.execution.max_workers,
         tag_node_types=config.execution.tag_node_types,
+        caching=caching,
+        refresh=refresh,
     )
 
 
@@ -244,6 +275,8 @@ def run(
     registry: NodeRegistry | None = None,
     config: NodegraphConfig | None = None,
     on_node_finished: NodeListener | None = None,
+    cache: bool | None = None,
+    refresh: bool = False,
 ) -> RunResult:
     """Run a graph and return its ``RunResult``; a failed node does not raise.
 
@@ -254,7 +287,7 @@ def run(
     config = config or load_config()
     plan = prepare(graph, outputs, registry, config)
     values = resolve_inputs(plan.graph, inputs or {})
-    flow = _configured_flow(plan, config, strategy, processes, max_workers)
+    flow = _configured_flow(plan, config, strategy, processes, max_workers, cache, refresh)
     session = _Session(listener=on_node_finished)
     token = _session.set(session)
     try:

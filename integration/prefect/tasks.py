@@ -57,8 +57,12 @@ def execute_node(
     node_id: str,
     literals: dict[str, Any],
     upstream: dict[str, Upstream],
+    cache_key: str | None = None,
 ) -> NodeOutput:
-    """Gather a node's inputs, check them, run the node and time it."""
+    """Gather a node's inputs, check them, run the node and time it.
+
+    ``cache_key`` is not used here: ``NodeKeyPolicy`` reads it as the Prefect cache key.
+    """
     values = dict(literals)
     for port, (producer, source_port, transform) in upstream.items():
         value = producer if source_port is None else producer.values[source_port]
@@ -112,19 +116,34 @@ NODE_TASK: Task[..., NodeOutput] = Task(
 )
 
 
-def node_task(node: BoundNode, tag_type: bool = True) -> Task[..., NodeOutput]:
+def node_task(
+    node: BoundNode,
+    tag_type: bool = True,
+    storage: Any = None,
+    refresh: bool = False,
+) -> Task[..., NodeOutput]:
     """The Prefect task of one node: named after the node, tagged with its type.
 
     Equivalent to ``NODE_TASK.with_options(name=..., task_run_name=..., tags=...)``, but
     ``with_options`` re-reads the function's source (``inspect.getsource``) for every
-    copy, about 1-2 ms a node; a shallow copy with the three fields set costs
-    microseconds, so building a 10,000-node flow stays fast.
+    copy, about 1-2 ms a node; a shallow copy with the fields set costs microseconds,
+    so building a 10,000-node flow stays fast.
 
     Prefect asks the server for tag concurrency slots for every task run that has
     tags (a round trip per node), so ``tag_type=False`` leaves the type tag off.
+
+    With ``storage`` (a ``TieredResultStorage``), the result is persisted under the
+    node's cache key; ``refresh`` recomputes and overwrites instead of reading it.
     """
+    from integration.prefect.storage import NodeKeyPolicy
+
     task = copy.copy(NODE_TASK)
     task.name = node.id
     task.task_run_name = node.id
     task.tags = {node.type.qualified_name, *node.tags} if tag_type else set(node.tags)
+    if storage is not None:
+        task.cache_policy = NodeKeyPolicy()
+        task.persist_result = True
+        task.result_storage = storage  # see integration.prefect.storage on why unsaved
+        task.refresh_cache = refresh
     return task

@@ -1,0 +1,84 @@
+"""Build the tier hierarchy a configuration describes, once per process.
+
+    >>> from integration.config import CachingConfig
+    >>> from integration.cache.factory import hierarchy_for
+    >>> [t.name for t in hierarchy_for(CachingConfig(cache_levels=["memory"])).tiers]
+    ['memory']
+
+The same settings give the same ``CacheHierarchy`` object for the life of the process,
+so the memory tier survives from one run to the next. A tier that cannot be set up
+(an unwritable folder, say) is left out with a warning, as a tier that fails later is.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from integration.cache.envelope import secret_from_env
+from integration.cache.hierarchy import CacheHierarchy
+from integration.cache.tiers import (
+    DiskTier,
+    MemoryTier,
+    RedisTier,
+    S3Tier,
+    Tier,
+    default_cache_dir,
+)
+from integration.config import CachingConfig
+
+logger = logging.getLogger("nodegraph.cache")
+_MB = 2**20
+_built: dict[str, CacheHierarchy] = {}
+_lock = threading.Lock()
+
+
+def build_tier(level: str, caching: CachingConfig) -> Tier:
+    """One tier of the hierarchy, from the ``caching`` section."""
+    if level == "memory":
+        return MemoryTier(max_bytes=int(caching.memory_size_mb * _MB))
+    if level == "disk":
+        return DiskTier(caching.directory, max_bytes=int(caching.max_cache_size_mb * _MB))
+    if level == "redis":
+        settings = caching.redis
+        return RedisTier(
+            settings.url, settings.prefix, caching.ttl_seconds, settings.timeout_seconds
+        )
+    if level == "s3":
+        s3 = caching.s3
+        return S3Tier(
+            s3.bucket,
+            s3.prefix,
+            s3.endpoint_url,
+            s3.access_key_id,
+            s3.secret_access_key,
+            s3.region,
+            s3.timeout_seconds,
+        )
+    raise ValueError(f"unknown cache level {level!r}")
+
+
+def hierarchy_for(caching: CachingConfig) -> CacheHierarchy:
+    """The process's hierarchy for these settings (and the current cache secret)."""
+    secret = secret_from_env()
+    if "disk" in caching.cache_levels and caching.directory is None:
+        # $NODEGRAPH_CACHE_DIR is read now, so a changed variable gets its own hierarchy
+        caching = caching.model_copy(update={"directory": default_cache_dir()})
+    identity = caching.model_dump_json() + ("|signed" if secret else "")
+    with _lock:
+        found = _built.get(identity)
+        if found is not None and found.secret == secret:
+            return found
+        tiers = []
+        for level in caching.cache_levels:
+            try:
+                tiers.append(build_tier(level, caching))
+            except Exception as exc:
+                logger.warning(
+                    "cache tier %s cannot be set up (%s); going on without it", level, exc
+                )
+        if not tiers:
+            tiers.append(MemoryTier(max_bytes=int(caching.memory_size_mb * _MB)))
+        hierarchy = CacheHierarchy(tiers, secret=secret, ttl_seconds=caching.ttl_seconds)
+        _built[identity] = hierarchy
+        return hierarchy

@@ -1,0 +1,96 @@
+"""Node results on Prefect's result persistence, under the node's cache key.
+
+    >>> from integration.prefect.storage import NodeKeyPolicy
+    >>> NodeKeyPolicy().compute_key(None, {"cache_key": "ab12"}, {})
+    'ab12'
+
+- ``NodeKeyPolicy`` is a Prefect ``CachePolicy`` whose key is the node key the planner
+  computed (passed to the task as its ``cache_key`` parameter). The Prefect cache key
+  *is* the node key, so Prefect's ``TASK_SOURCE`` collision (prefect issue #23062),
+  where two tasks with the same source share results, cannot happen: the node type's
+  name and version are inside the key.
+- ``TieredResultStorage`` is a ``WritableFileSystem`` block over the tier hierarchy.
+  Prefect writes each result record through it, and it seals (checksum or HMAC) what
+  it stores and verifies what it reads before Prefect unpickles anything.
+
+``Task()`` refuses unsaved result-storage blocks, because a deployment's worker loads
+a task's storage by reference. nodegraph's node tasks travel by value instead (they are
+pickled with the storage settings inside), so the block is set on the task after
+construction and never has to be saved on a server, temporary or persistent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+from prefect.cache_policies import CachePolicy
+from prefect.filesystems import WritableFileSystem
+from prefect.results import ResultRecord
+
+from integration.cache.factory import hierarchy_for
+from integration.cache.hierarchy import CacheHierarchy
+from integration.config import CachingConfig
+
+
+@dataclass
+class NodeKeyPolicy(CachePolicy):
+    """The cache key is the ``cache_key`` task parameter: the node's content key."""
+
+    def compute_key(
+        self,
+        task_ctx: Any,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        return inputs.get("cache_key")
+
+
+class TieredResultStorage(WritableFileSystem):
+    """Prefect result storage backed by nodegraph's memory/disk/Redis/S3 hierarchy."""
+
+    _block_type_name = "nodegraph tiered cache"
+    _block_type_slug = "nodegraph-tiered-cache"
+
+    caching: dict[str, Any]
+
+    @classmethod
+    def for_config(cls, caching: CachingConfig) -> TieredResultStorage:
+        return cls(caching=caching.model_dump(mode="json"))
+
+    def hierarchy(self) -> CacheHierarchy:
+        return hierarchy_for(CachingConfig.model_validate(self.caching))
+
+    def _resolve_path(self, path: str) -> None:
+        # Prefect maps keys of unsaved blocks to file paths through this hook (and falls
+        # back to the working directory without it); node keys are not paths: None
+        # tells it to use the key as it is.
+        return None
+
+    # Prefect's synchronous engine passes ``_sync=True`` (its async_dispatch convention).
+    def read_path(self, path: str, _sync: bool | None = None) -> bytes:
+        found = self.hierarchy().load_bytes(path)
+        if found is None:
+            raise FileNotFoundError(f"no cached result under {path}")
+        return found[0]
+
+    def write_path(self, path: str, content: bytes, _sync: bool | None = None) -> str:
+        self.hierarchy().store_bytes(path, content)
+        return path
+
+    async def aread_path(self, path: str) -> bytes:
+        return await anyio.to_thread.run_sync(self.read_path, path)
+
+    async def awrite_path(self, path: str, content: bytes) -> str:
+        return await anyio.to_thread.run_sync(self.write_path, path, content)
+
+
+def load_cached_value(hierarchy: CacheHierarchy, key: str) -> tuple[Any, str] | None:
+    """A result Prefect stored under ``key``, and the tier it came from."""
+    found = hierarchy.load_bytes(key)
+    if found is None:
+        return None
+    payload, tier = found
+    return ResultRecord.deserialize(payload).result, tier
