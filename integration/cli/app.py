@@ -115,6 +115,12 @@ def run(
         list[str] | None, typer.Option("--input", "-i", help="name=value (repeatable).")
     ] = None,
     output: OutputOption = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Neither read nor write the result cache.")
+    ] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Recompute every node and overwrite the cache.")
+    ] = False,
     as_json: JsonOption = False,
     config_file: ConfigOption = None,
     nodes: NodesOption = None,
@@ -153,6 +159,8 @@ def run(
                 registry=registry,
                 config=config,
                 on_node_finished=progress.update,
+                cache=False if no_cache else None,
+                refresh=refresh,
             )
     except GraphValidationError as exc:
         raise _fail(

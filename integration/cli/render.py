@@ -16,6 +16,7 @@ from integration.result import NodeReport, NodeState, RunResult, to_jsonable
 
 _STATE_STYLE = {
     NodeState.COMPLETED: "green",
+    NodeState.CACHED: "cyan",
     NodeState.FAILED: "bold red",
     NodeState.UPSTREAM_FAILED: "yellow",
     NodeState.PENDING: "dim",
@@ -74,10 +75,13 @@ def run_summary(console: Console, result: RunResult) -> None:
     table.add_column("error", overflow="fold")
     for report in result.nodes.values():
         style = _STATE_STYLE.get(report.state, "")
+        state = str(report.state)
+        if report.cache_tier:
+            state += f" ({report.cache_tier})"
         table.add_row(
             report.node_id,
             report.node_type,
-            f"[{style}]{report.state}[/]",
+            f"[{style}]{state}[/]",
             _duration(report.duration_s),
             f"{report.error.error_type}: {report.error.message}" if report.error else "",
         )
