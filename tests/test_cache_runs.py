@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from prefect.results import ResultRecord
 
@@ -139,3 +141,57 @@ def test_no_cache_and_refresh(registry, tmp_path):
     refreshed = integration.run(chain(log), registry=registry, refresh=True)
     assert len(executions(log)) == 12
     assert {r.state for r in refreshed.nodes.values()} == {NodeState.COMPLETED}
+
+
+def test_cache_cli_stats_inspect_and_clear(registry, tmp_path, _private_cache_dir):
+    from typer.testing import CliRunner
+
+    from integration.cli.app import app
+
+    runner = CliRunner()
+    log = tmp_path / "executions.log"
+    first = integration.run(chain(log), registry=registry)
+    integration.run(chain(log), registry=registry)
+
+    stats = json.loads(runner.invoke(app, ["cache", "stats", "--json"]).stdout)
+    disk = next(t for t in stats["tiers"] if t["tier"] == "disk")
+    assert disk["entries"] == 4 and disk["bytes"] > 0
+    assert [(r["executed"], r["cached"]) for r in stats["runs"]] == [(4, 0), (0, 4)]
+    assert stats["hit_rate"] == 0.5
+
+    key = first.nodes["n1"].cache_key
+    inspected = json.loads(runner.invoke(app, ["cache", "inspect", key, "--json"]).stdout)
+    on_disk = next(t for t in inspected["tiers"] if t["tier"] == "disk")
+    assert on_disk["present"] and on_disk["verified"]
+    assert on_disk["metadata"]["storage_key"] == key
+
+    path = _private_cache_dir / key[:2] / key
+    path.write_bytes(path.read_bytes()[:-1] + b"X")
+    inspected = json.loads(runner.invoke(app, ["cache", "inspect", key, "--json"]).stdout)
+    on_disk = next(t for t in inspected["tiers"] if t["tier"] == "disk")
+    assert on_disk["verified"] is False and "checksum" in on_disk["problem"]
+
+    assert runner.invoke(app, ["cache", "clear", "--tier", "disk"]).exit_code == 0
+    stats = json.loads(runner.invoke(app, ["cache", "stats", "--json"]).stdout)
+    assert next(t for t in stats["tiers"] if t["tier"] == "disk")["entries"] == 0
+    missing = runner.invoke(app, ["cache", "inspect", "ff" * 32])
+    assert missing.exit_code == 1
+
+
+def test_a_corrupt_entry_is_recomputed_in_the_next_run(registry, tmp_path, _private_cache_dir):
+    log = tmp_path / "executions.log"
+    first = integration.run(chain(log), registry=registry, cache=True)
+    key = first.nodes["n3"].cache_key
+    path = _private_cache_dir / key[:2] / key
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    from integration.cache.factory import hierarchy_for
+    from integration.config import load_config
+
+    hierarchy_for(load_config().caching).clear("memory")  # only the disk copy remains
+    log.write_text("")
+    again = integration.run(chain(log), registry=registry)
+    assert again.outputs == {"total": 10.0}
+    assert executions(log) == ["6.0+4"]  # only the corrupt node ran again
+    assert again.nodes["n3"].state == NodeState.COMPLETED

@@ -21,6 +21,7 @@ import yaml
 from rich.console import Console
 
 from integration.cli import render
+from integration.cli.cache import cache_app
 from integration.config import NodegraphConfig, load_config
 from integration.errors import ConfigError, GraphLoadError, NodegraphError
 from integration.graph import Graph, GraphValidationError, NodeRegistry, bind, load_graph
@@ -34,6 +35,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(cache_app, name="cache")
 out = Console()
 err = Console(stderr=True)
 

@@ -27,7 +27,9 @@ from prefect import Flow
 from prefect.context import FlowRunContext
 
 from integration.cache.factory import hierarchy_for
+from integration.cache.history import record_run
 from integration.cache.keys import graph_keys
+from integration.cache.tiers import default_cache_dir
 from integration.config import CachingConfig, NodegraphConfig, load_config
 from integration.errors import NodegraphError
 from integration.graph.load import GraphSource, load_graph
@@ -192,12 +194,27 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> dict[str, Any
         result = execution.run_parallel(window=state.max_workers)
     result.duration_s = time.perf_counter() - started
     result.strategy = state.strategy
+    if execution.cache is not None:
+        _record_cache_use(state.caching, execution.cache, result)
     result.flow_run_id = run_id
     if session is not None:
         session.results.append(result)
     if not result.ok:
         raise GraphRunFailed(result)
     return result.outputs
+
+
+def _record_cache_use(caching: Any, cache: Any, result: RunResult) -> None:
+    counts = result.counts()
+    record_run(
+        caching.directory or default_cache_dir(),
+        {
+            "graph": result.graph,
+            "executed": counts.get("completed", 0) + counts.get("failed", 0),
+            "cached": counts.get("cached", 0),
+            "tier_errors": dict(cache.errors),
+        },
+    )
 
 
 def _signature(bound: BoundGraph) -> inspect.Signature:
