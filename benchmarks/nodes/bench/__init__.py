@@ -27,3 +27,9 @@ gather = NodeType(
     output_mode="single",
     description=f"The sum of {FAN_WIDTH} integer inputs (a fan-in).",
 )
+
+
+@node
+def add(x: int, b: int = 1) -> int:
+    """x + b."""
+    return x + b
