@@ -130,6 +130,16 @@ class CachingConfig(_Section):
     )
     redis: RedisSettings = Field(default_factory=RedisSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
+    locking: Literal["none", "filesystem", "redis"] = Field(
+        default="none",
+        description="Serialize concurrent runs per node key, so that two processes "
+        "running the same graph compute each node once: 'filesystem' for one machine, "
+        "'redis' (at caching.redis.url) across machines.",
+    )
+    lock_directory: Path | None = Field(
+        default=None,
+        description="Lock files for 'filesystem' locking (default: <cache folder>/.locks).",
+    )
 
     @field_validator("cache_levels")
     @classmethod

@@ -47,14 +47,19 @@ class NodeTasks:
     under the node key through ``storage``; ``refresh`` recomputes and overwrites.
     """
 
-    __slots__ = ("_built", "node", "storage", "tag_type")
+    __slots__ = ("_built", "node", "policy", "storage", "tag_type")
 
     def __init__(
-        self, node: BoundNode, tag_type: bool, storage: TieredResultStorage | None
+        self,
+        node: BoundNode,
+        tag_type: bool,
+        storage: TieredResultStorage | None,
+        policy: Any = None,
     ) -> None:
         self.node = node
         self.tag_type = tag_type
         self.storage = storage
+        self.policy = policy
         self._built: dict[tuple[bool, bool], Task[..., NodeOutput]] = {}
 
     def get(self, cached: bool, refresh: bool = False) -> Task[..., NodeOutput]:
@@ -63,7 +68,9 @@ class NodeTasks:
         task = self._built.get(variant)
         if task is None:
             storage = self.storage if cached else None
-            task = node_task(self.node, self.tag_type, storage, refresh=variant[1])
+            task = node_task(
+                self.node, self.tag_type, storage, refresh=variant[1], policy=self.policy
+            )
             self._built[variant] = task
         return task
 

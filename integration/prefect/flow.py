@@ -38,7 +38,7 @@ from integration.graph.validate import BoundGraph, bind, resolve_inputs
 from integration.plan import Plan, make_plan
 from integration.prefect.execute import GraphExecution, NodeListener, NodeTasks
 from integration.prefect.runners import task_runner_for
-from integration.prefect.storage import TieredResultStorage
+from integration.prefect.storage import TieredResultStorage, key_policy
 from integration.result import RunResult
 
 _PYTHON_TYPES: dict[str, Any] = {
@@ -118,7 +118,8 @@ def flow_from_plan(
     label = f"{strategy}{'+processes' if processes and strategy != 'sequential' else ''}"
     caching = caching if caching is not None and caching.enable else None
     storage = TieredResultStorage.for_config(caching) if caching is not None else None
-    tasks = {n: NodeTasks(plan.steps[n].node, tag_node_types, storage) for n in plan.order}
+    policy = key_policy(caching) if caching is not None else None
+    tasks = {n: NodeTasks(plan.steps[n].node, tag_node_types, storage, policy) for n in plan.order}
     state = _FlowState(plan, tasks, label, max_workers, caching, refresh)
     bound = plan.graph
 

@@ -87,6 +87,29 @@ class TieredResultStorage(WritableFileSystem):
         return await anyio.to_thread.run_sync(self.write_path, path, content)
 
 
+def key_policy(caching: CachingConfig) -> NodeKeyPolicy:
+    """The cache policy for ``caching``, with locking when it asks for it.
+
+    Locking uses Prefect's SERIALIZABLE isolation: the first run to reach a key holds
+    its lock while it computes; another run waiting on the same key then reads the
+    committed result instead of computing it again.
+    """
+    if caching.locking == "none":
+        return NodeKeyPolicy()
+    if caching.locking == "redis":
+        from prefect_redis.locking import RedisLockManager
+
+        manager: Any = RedisLockManager(connection_url=caching.redis.url)
+    else:
+        from prefect.locking.filesystem import FileSystemLockManager
+
+        from integration.cache.tiers import default_cache_dir
+
+        folder = caching.lock_directory or (caching.directory or default_cache_dir()) / ".locks"
+        manager = FileSystemLockManager(lock_files_directory=folder)
+    return NodeKeyPolicy(isolation_level="SERIALIZABLE", lock_manager=manager)
+
+
 def load_cached_value(hierarchy: CacheHierarchy, key: str) -> tuple[Any, str] | None:
     """A result Prefect stored under ``key``, and the tier it came from."""
     found = hierarchy.load_bytes(key)

@@ -121,6 +121,7 @@ def node_task(
     tag_type: bool = True,
     storage: Any = None,
     refresh: bool = False,
+    policy: Any = None,
 ) -> Task[..., NodeOutput]:
     """The Prefect task of one node: named after the node, tagged with its type.
 
@@ -142,7 +143,7 @@ def node_task(
     task.task_run_name = node.id
     task.tags = {node.type.qualified_name, *node.tags} if tag_type else set(node.tags)
     if storage is not None:
-        task.cache_policy = NodeKeyPolicy()
+        task.cache_policy = policy if policy is not None else NodeKeyPolicy()
         task.persist_result = True
         task.result_storage = storage  # see integration.prefect.storage on why unsaved
         task.refresh_cache = refresh
