@@ -106,7 +106,10 @@ def nodegraph_runner(
     doc: dict[str, Any], strategy: str, registry: NodeRegistry, config: NodegraphConfig
 ) -> Callable[[], Sample]:
     def run() -> Sample:
-        result = integration.run(doc, strategy=strategy, registry=registry, config=config)
+        # The cache would serve every repeat; this measures running, not reading results.
+        result = integration.run(
+            doc, strategy=strategy, registry=registry, config=config, cache=False
+        )
         if not result.ok:
             raise SystemExit(f"nodegraph run failed: {result.errors}")
         return result.outputs["result"], result.duration_s, result.flow_run_id

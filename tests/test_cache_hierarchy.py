@@ -131,3 +131,19 @@ def test_tiers_must_be_distinct(tiers):
     memory, _ = tiers
     with pytest.raises(ValueError, match="distinct"):
         CacheHierarchy([memory, MemoryTier()])
+
+
+def test_flipped_bytes_in_redis_are_detected_and_deleted(redis_server):
+    import uuid
+
+    from integration.cache.tiers import RedisTier
+
+    tier = RedisTier(redis_server.url, prefix=f"corrupt:{uuid.uuid4().hex}:")
+    cache = CacheHierarchy([tier])
+    cache.store(KEY, {"big": list(range(100))})
+    raw = bytearray(tier.get(KEY))
+    raw[-5] ^= 0x01
+    tier.set(KEY, bytes(raw))
+    assert cache.load(KEY) is None
+    assert not tier.exists(KEY)
+    tier.close()
