@@ -73,6 +73,12 @@ class ExecutionConfig(_Section):
     processes: bool = Field(
         default=False, description="parallel: use a process pool instead of threads."
     )
+    retry_attempts: int = Field(
+        default=0, ge=0, le=50, description="Retries for nodes whose policy sets none."
+    )
+    retry_delay: float = Field(
+        default=1.0, ge=0, description="First retry delay (seconds) for those nodes."
+    )
     tag_node_types: bool = Field(
         default=True,
         description="Tag each task run with its node type (enables Prefect tag concurrency "

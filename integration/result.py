@@ -54,6 +54,8 @@ class NodeReport:
     task_run_id: str | None = None
     cache_tier: str | None = None
     cache_key: str | None = None
+    attempts: int = 0
+    """How many times the node function ran (retries included); 0 when it did not run."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +66,7 @@ class NodeReport:
             "error": self.error.to_dict() if self.error else None,
             "cache_tier": self.cache_tier,
             "cache_key": self.cache_key,
+            "attempts": self.attempts,
         }
 
 

@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from integration.graph.policy import ErrorPolicy
 from integration.graph.transforms import TransformSpec
 
 SCHEMA_VERSION = "nodegraph/v1"
@@ -71,6 +72,9 @@ class NodeSpec(_Strict):
     )
     title: str | None = Field(default=None, description="A display name.")
     overrides: NodeOverrides = Field(default_factory=NodeOverrides)
+    on_error: ErrorPolicy | None = Field(
+        default=None, description="Overrides the node type's error policy."
+    )
 
 
 class Edge(_Strict):

@@ -25,6 +25,7 @@ from typing import Any, Literal, overload
 
 from integration.errors import NodeOutputError
 from integration.graph.context import ExecutionContext
+from integration.graph.policy import ErrorPolicy
 from integration.graph.ports import MISSING, InputPort, OutputPort, Port
 from integration.graph.types import ANY, type_name
 
@@ -55,6 +56,7 @@ class NodeType:
         cacheable: bool = True,
         category: str = "",
         fingerprint: Callable[..., Any] | None = None,
+        on_error: ErrorPolicy | Mapping[str, Any] | None = None,
     ) -> None:
         self.fn = fn
         self.name = name
@@ -67,6 +69,7 @@ class NodeType:
         self.cacheable = cacheable
         self.category = category
         self.fingerprint = fingerprint
+        self.on_error = ErrorPolicy.model_validate(on_error) if on_error is not None else None
         self.pack: str | None = None
         self.pack_source: Any = None  # a registry.PackSource once loaded from a pack
         self._checked_inputs = tuple(p for p in inputs.values() if p.has_constraints)
@@ -171,6 +174,7 @@ def node(
     cacheable: bool = True,
     category: str = "",
     fingerprint: Callable[..., Any] | None = None,
+    on_error: ErrorPolicy | Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], NodeType]: ...
 
 
@@ -186,6 +190,7 @@ def node(
     cacheable: bool = True,
     category: str = "",
     fingerprint: Callable[..., Any] | None = None,
+    on_error: ErrorPolicy | Mapping[str, Any] | None = None,
 ) -> NodeType | Callable[[Callable[..., Any]], NodeType]:
     """Turn a plain function into a ``NodeType``.
 
@@ -198,7 +203,8 @@ def node(
 
     ``cacheable=False`` gives the node a cache key scoped to its run. ``fingerprint``
     (ComfyUI's ``IS_CHANGED``) is called with the node's literal inputs before a run;
-    its value joins the cache key, and NaN means "never cached".
+    its value joins the cache key, and NaN means "never cached". ``on_error`` is the
+    type's default error policy (``{"retry": {"attempts": 3}}``); a node overrides it.
     """
 
     def decorate(function: Callable[..., Any]) -> NodeType:
@@ -212,6 +218,7 @@ def node(
             cacheable=cacheable,
             category=category,
             fingerprint=fingerprint,
+            on_error=on_error,
         )
 
     return decorate(fn) if fn is not None else decorate
@@ -228,6 +235,7 @@ def _build_node_type(
     cacheable: bool,
     category: str,
     fingerprint: Callable[..., Any] | None = None,
+    on_error: ErrorPolicy | Mapping[str, Any] | None = None,
 ) -> NodeType:
     where = f"node function {fn.__module__}.{fn.__qualname__}"
     try:
@@ -282,6 +290,7 @@ def _build_node_type(
         cacheable=cacheable,
         category=category,
         fingerprint=fingerprint,
+        on_error=on_error,
     )
 
 

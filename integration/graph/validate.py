@@ -25,6 +25,7 @@ from integration.graph.gcpause import gc_paused
 from integration.graph.model import GRAPH_INPUTS, Edge, Graph, GraphInput
 from integration.graph.nodetype import NodeType
 from integration.graph.order import CycleError, topological_order
+from integration.graph.policy import ErrorPolicy
 from integration.graph.ports import MISSING, InputPort
 from integration.graph.registry import NodeRegistry
 from integration.graph.transforms import TransformSpec, check_spec, get_transform
@@ -122,6 +123,8 @@ class BoundNode:
     type: NodeType
     bindings: dict[str, Binding]
     tags: list[str] = field(default_factory=list)
+    policy: ErrorPolicy | None = None
+    """The node's own policy over its type's default; the config's default comes last."""
 
     @property
     def upstream(self) -> list[str]:
@@ -234,7 +237,10 @@ def _bind(graph: Graph, registry: NodeRegistry) -> BoundGraph:
             if problem:
                 report(Problem(spec.id, "bad_value", f"param {port_name!r} {problem}"))
             bindings[port_name] = Binding("param", value=value)
-        nodes[spec.id] = BoundNode(spec.id, node_type, bindings, list(spec.overrides.tags))
+        policy = spec.on_error.merged_over(node_type.on_error) if spec.on_error else None
+        nodes[spec.id] = BoundNode(
+            spec.id, node_type, bindings, list(spec.overrides.tags), policy or node_type.on_error
+        )
 
     node_ids = {spec.id for spec in graph.nodes}
     for edge in graph.edges:

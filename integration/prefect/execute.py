@@ -27,6 +27,7 @@ from integration.cache.hierarchy import CacheHierarchy
 from integration.cache.keys import NodeKey
 from integration.errors import ErrorType, NodeError
 from integration.graph.order import descendants
+from integration.graph.policy import RetryPolicy
 from integration.graph.validate import BoundNode
 from integration.plan import Plan, PlanStep, prune_cached
 from integration.prefect.storage import TieredResultStorage, load_cached_value
@@ -47,7 +48,7 @@ class NodeTasks:
     under the node key through ``storage``; ``refresh`` recomputes and overwrites.
     """
 
-    __slots__ = ("_built", "node", "policy", "storage", "tag_type")
+    __slots__ = ("_built", "node", "policy", "retry", "storage", "tag_type")
 
     def __init__(
         self,
@@ -55,11 +56,13 @@ class NodeTasks:
         tag_type: bool,
         storage: TieredResultStorage | None,
         policy: Any = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.node = node
         self.tag_type = tag_type
         self.storage = storage
         self.policy = policy
+        self.retry = retry
         self._built: dict[tuple[bool, bool], Task[..., NodeOutput]] = {}
 
     def get(self, cached: bool, refresh: bool = False) -> Task[..., NodeOutput]:
@@ -69,7 +72,12 @@ class NodeTasks:
         if task is None:
             storage = self.storage if cached else None
             task = node_task(
-                self.node, self.tag_type, storage, refresh=variant[1], policy=self.policy
+                self.node,
+                self.tag_type,
+                storage,
+                refresh=variant[1],
+                policy=self.policy,
+                retry=self.retry,
             )
             self._built[variant] = task
         return task
@@ -285,6 +293,7 @@ class GraphExecution:
                 NodeState.CACHED if from_cache else NodeState.COMPLETED,
                 None if from_cache else output.duration_s,
                 task_run_id=str(task_run_id) if task_run_id else None,
+                attempts=0 if from_cache else getattr(output, "attempts", 1),
                 cache_tier="prefect" if from_cache else None,
                 cache_key=key.key if key is not None else None,
             )
@@ -311,6 +320,7 @@ class GraphExecution:
             getattr(exc, "nodegraph_duration_s", None),
             error=NodeError.from_exception(node_id, type_name, exc),
             task_run_id=task_run_id,
+            attempts=getattr(exc, "nodegraph_attempts", 1),
         )
         self._report(report)
         running = set(self.executing)

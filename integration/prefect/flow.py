@@ -33,8 +33,9 @@ from integration.cache.tiers import default_cache_dir
 from integration.config import CachingConfig, NodegraphConfig, load_config
 from integration.errors import NodegraphError
 from integration.graph.load import GraphSource, load_graph
+from integration.graph.policy import RetryPolicy
 from integration.graph.registry import NodeRegistry
-from integration.graph.validate import BoundGraph, bind, resolve_inputs
+from integration.graph.validate import BoundGraph, BoundNode, bind, resolve_inputs
 from integration.plan import Plan, make_plan
 from integration.prefect.execute import GraphExecution, NodeListener, NodeTasks
 from integration.prefect.runners import task_runner_for
@@ -107,8 +108,11 @@ def flow_from_plan(
     tag_node_types: bool = True,
     caching: CachingConfig | None = None,
     refresh: bool = False,
+    retry: RetryPolicy | None = None,
 ) -> Flow[..., dict[str, Any]]:
     """The Prefect flow that runs ``plan``.
+
+    ``retry`` is the default retry policy for nodes whose own policy sets none.
 
     With ``caching`` (enabled), node results are keyed by content and stored in the
     configured tiers; cached nodes are loaded instead of run. ``refresh`` recomputes
@@ -119,7 +123,12 @@ def flow_from_plan(
     caching = caching if caching is not None and caching.enable else None
     storage = TieredResultStorage.for_config(caching) if caching is not None else None
     policy = key_policy(caching) if caching is not None else None
-    tasks = {n: NodeTasks(plan.steps[n].node, tag_node_types, storage, policy) for n in plan.order}
+    tasks = {
+        n: NodeTasks(
+            plan.steps[n].node, tag_node_types, storage, policy, _retry(plan.steps[n].node, retry)
+        )
+        for n in plan.order
+    }
     state = _FlowState(plan, tasks, label, max_workers, caching, refresh)
     bound = plan.graph
 
@@ -135,6 +144,12 @@ def flow_from_plan(
         task_runner=runner,
         validate_parameters=True,
     )
+
+
+def _retry(node: BoundNode, default: RetryPolicy | None) -> RetryPolicy | None:
+    if node.policy is not None and node.policy.retry is not None:
+        return node.policy.retry
+    return default
 
 
 class _FlowState:
@@ -279,7 +294,16 @@ def _configured_flow(
         tag_node_types=config.execution.tag_node_types,
         caching=caching,
         refresh=refresh,
+        retry=default_retry(config),
     )
+
+
+def default_retry(config: NodegraphConfig) -> RetryPolicy | None:
+    """The retry policy ``execution.retry_attempts`` / ``retry_delay`` give, if any."""
+    attempts = config.execution.retry_attempts
+    if attempts <= 0:
+        return None
+    return RetryPolicy(attempts=attempts, delay_seconds=config.execution.retry_delay)
 
 
 def run(

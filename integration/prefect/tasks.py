@@ -21,6 +21,7 @@ from prefect.logging import get_run_logger
 from integration.errors import NodegraphError, NodeInputError
 from integration.graph.context import ExecutionContext
 from integration.graph.nodetype import NodeType
+from integration.graph.policy import RetryPolicy
 from integration.graph.transforms import TransformSpec, apply_transform
 from integration.graph.validate import BoundNode
 
@@ -34,13 +35,15 @@ for graph inputs.
 
 
 class NodeOutput:
-    """A node's output values by port, with the node function's own wall time."""
+    """A node's output values by port, with the node function's own wall time and the
+    attempt (1 for the first try) that produced them."""
 
-    __slots__ = ("duration_s", "values")
+    __slots__ = ("attempts", "duration_s", "values")
 
-    def __init__(self, values: dict[str, Any], duration_s: float) -> None:
+    def __init__(self, values: dict[str, Any], duration_s: float, attempts: int = 1) -> None:
         self.values = values
         self.duration_s = duration_s
+        self.attempts = attempts
 
     def __repr__(self) -> str:
         return f"NodeOutput(ports={list(self.values)}, duration_s={self.duration_s:.6f})"
@@ -79,20 +82,41 @@ def execute_node(
     if problems:
         raise NodeInputError(f"node {node_id!r}: " + "; ".join(problems))
     context = _context(node_type, node_id) if node_type.context_param else None
+    run_context = TaskRunContext.get()
+    attempt = run_context.task_run.run_count if run_context and run_context.task_run else 1
     start = perf_counter()
     try:
         outputs = node_type.invoke(values, context)
     except BaseException as exc:
-        _attach_duration(exc, perf_counter() - start)
+        _annotate(exc, perf_counter() - start, attempt)
         raise
-    return NodeOutput(outputs, perf_counter() - start)
+    return NodeOutput(outputs, perf_counter() - start, max(attempt, 1))
 
 
-def _attach_duration(exc: BaseException, seconds: float) -> None:
+def _annotate(exc: BaseException, seconds: float, attempt: int) -> None:
     try:
         exc.nodegraph_duration_s = seconds  # type: ignore[attr-defined]
+        exc.nodegraph_attempts = max(attempt, 1)  # type: ignore[attr-defined]
     except AttributeError:
         pass
+
+
+class RetryCondition:
+    """Prefect's ``retry_condition_fn`` for a ``RetryPolicy``: retry what qualifies.
+
+    A class rather than a closure, so process pools can pickle it with the task.
+    """
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+
+    def __call__(self, task: Any, task_run: Any, state: Any) -> bool:
+        data = state.data
+        exc = data if isinstance(data, BaseException) else state.result(raise_on_failure=False)
+        return isinstance(exc, BaseException) and self.policy.qualifies(exc)
+
+    def __repr__(self) -> str:
+        return f"RetryCondition(on={list(self.policy.on)})"
 
 
 def _context(node_type: NodeType, node_id: str) -> ExecutionContext:
@@ -122,6 +146,7 @@ def node_task(
     storage: Any = None,
     refresh: bool = False,
     policy: Any = None,
+    retry: RetryPolicy | None = None,
 ) -> Task[..., NodeOutput]:
     """The Prefect task of one node: named after the node, tagged with its type.
 
@@ -135,6 +160,7 @@ def node_task(
 
     With ``storage`` (a ``TieredResultStorage``), the result is persisted under the
     node's cache key; ``refresh`` recomputes and overwrites instead of reading it.
+    ``retry`` sets Prefect's retries, per-retry delays, jitter and retry condition.
     """
     from integration.prefect.storage import NodeKeyPolicy
 
@@ -147,4 +173,9 @@ def node_task(
         task.persist_result = True
         task.result_storage = storage  # see integration.prefect.storage on why unsaved
         task.refresh_cache = refresh
+    if retry is not None and retry.attempts > 0:
+        task.retries = retry.attempts
+        task.retry_delay_seconds = retry.delays()
+        task.retry_jitter_factor = retry.jitter or None
+        task.retry_condition_fn = RetryCondition(retry)
     return task
