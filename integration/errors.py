@@ -10,9 +10,14 @@ errors without pulling in a runtime.
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+import sys
+import threading
 import traceback
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 
@@ -83,9 +88,49 @@ def classify_exception(exc: BaseException) -> ErrorType:
     return ErrorType.RUNTIME
 
 
+RECOVERABLE = frozenset({ErrorType.RUNTIME, ErrorType.TIMEOUT, ErrorType.RESOURCE})
+"""Error types that a retry or a later run may get past; bad data and failed
+upstreams are not."""
+
+_ENGINE_DIRS = (
+    str(Path(__file__).resolve().parent) + os.sep,  # nodegraph's own engine
+    str(Path(concurrent.futures.__file__).resolve().parent) + os.sep,  # thread/process pools
+    str(Path(threading.__file__).resolve()),
+)
+
+
+def trimmed_traceback(exc: BaseException) -> str:
+    """The traceback without the engine's frames (Prefect's, nodegraph's, the pools').
+
+    What remains is the node's own code. Exceptions that crossed a process boundary
+    lost their frames on the way; then only the exception line remains.
+    """
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith(_engine_dirs())
+    ]
+    lines = traceback.format_list(frames) if frames else []
+    return "".join(
+        (["Traceback (node frames only):\n"] if lines else [])
+        + lines
+        + traceback.format_exception_only(exc)
+    )
+
+
+def _engine_dirs() -> tuple[str, ...]:
+    prefect = sys.modules.get("prefect")
+    extra = (str(Path(prefect.__file__).resolve().parent) + os.sep,) if prefect else ()
+    return _ENGINE_DIRS + extra
+
+
 @dataclass
 class NodeError:
-    """The record of one node's failure, as it appears in a ``RunResult``."""
+    """The record of one node's failure, as it appears in a ``RunResult``.
+
+    ``stacktrace`` is the full traceback; ``node_traceback`` keeps the node's own frames.
+    ``recoverable`` says whether a retry or a later run may get past it.
+    """
 
     node_id: str
     node_type: str
@@ -94,6 +139,11 @@ class NodeError:
     exception_type: str = ""
     stacktrace: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    node_traceback: str = ""
+
+    @property
+    def recoverable(self) -> bool:
+        return self.error_type in RECOVERABLE
 
     @classmethod
     def from_exception(cls, node_id: str, node_type: str, exc: BaseException) -> NodeError:
@@ -104,6 +154,7 @@ class NodeError:
             message=str(exc) or type(exc).__name__,
             exception_type=type(exc).__qualname__,
             stacktrace="".join(traceback.format_exception(exc)),
+            node_traceback=trimmed_traceback(exc),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,5 +164,23 @@ class NodeError:
             "error_type": str(self.error_type),
             "message": self.message,
             "exception_type": self.exception_type,
+            "recoverable": self.recoverable,
             "stacktrace": self.stacktrace,
+            "node_traceback": self.node_traceback,
         }
+
+
+class NodeExecutionError(NodegraphError):
+    """A node's failure as an exception: the fields of its ``NodeError`` record."""
+
+    def __init__(self, record: NodeError) -> None:
+        self.record = record
+        self.node_id = record.node_id
+        self.node_type = record.node_type
+        self.error_type = record.error_type
+        self.message = record.message
+        self.stacktrace = record.stacktrace
+        self.recoverable = record.recoverable
+        super().__init__(
+            f"{record.node_id} ({record.node_type}): {record.error_type}: {record.message}"
+        )

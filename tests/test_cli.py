@@ -139,6 +139,11 @@ def test_run_failure_exits_nonzero_with_the_error(prefect_server):
     assert states["bad_divide"] == "failed" and states["after_bad"] == "upstream_failed"
     error = next(n["error"] for n in payload["nodes"] if n["node_id"] == "bad_divide")
     assert error["error_type"] == "runtime" and "division by zero" in error["message"]
+    assert error["recoverable"] is True and "node_traceback" in error
+    human = nodegraph("run", GRAPHS / "failing_branch.yaml")
+    assert human.returncode == 1
+    assert "bad_divide (core.divide) failed: runtime" in human.stdout
+    assert "in divide" in human.stdout and "return a / b" in human.stdout
 
 
 @pytest.mark.integration

@@ -111,3 +111,24 @@ def test_bad_documents_are_load_errors(text, fragment):
 def test_missing_file_is_a_load_error(tmp_path):
     with pytest.raises(GraphLoadError, match="no such file"):
         load_graph(tmp_path / "absent.yaml")
+
+
+def test_node_execution_error_carries_the_record():
+    from integration.errors import ErrorType, NodeError, NodeExecutionError
+
+    def broken():
+        raise TimeoutError("too slow")
+
+    try:
+        broken()
+    except TimeoutError as exc:
+        record = NodeError.from_exception("n1", "core.add", exc)
+    error = NodeExecutionError(record)
+    assert (error.node_id, error.node_type, error.error_type) == (
+        "n1",
+        "core.add",
+        ErrorType.TIMEOUT,
+    )
+    assert error.recoverable and error.message == "too slow"
+    assert "in broken" in record.node_traceback and "too slow" in error.stacktrace
+    assert str(error) == "n1 (core.add): timeout: too slow"

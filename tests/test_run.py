@@ -65,6 +65,13 @@ def test_a_failure_stops_its_descendants_and_spares_independent_branches(registr
     error = result.nodes["bad_divide"].error
     assert error.error_type == ErrorType.RUNTIME and error.exception_type == "ZeroDivisionError"
     assert "division by zero" in error.message and "ZeroDivisionError" in error.stacktrace
+    assert error.recoverable
+    if strategy.get("processes") is None:  # frames do not survive a process boundary
+        assert "in divide" in error.node_traceback
+    assert "site-packages/prefect" not in error.node_traceback
+    assert "integration/" not in error.node_traceback
+    assert error.node_traceback.endswith("ZeroDivisionError: float division by zero\n")
+    assert not result.nodes["after_bad"].error.recoverable
     assert result.nodes["after_bad"].error.error_type == ErrorType.DEPENDENCY
     assert result.outputs == {"good": 11.0}
 
@@ -247,3 +254,13 @@ def test_examples_run(registry):
     assert abs(sum(arrays.outputs["column_sums"])) < 1e-9  # centred on the global mean
     branches = run(EXAMPLES / "branches.yaml", registry, strategy="parallel")
     assert branches.outputs["report"] == "10 numbers, mean 4.5, largest 9"
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES[:2])
+def test_a_node_returning_the_wrong_type_fails_with_a_clear_message(registry, strategy):
+    result = run(
+        {"name": "liar", "nodes": [{"id": "l", "type": "testpack.liar"}]}, registry, **strategy
+    )
+    error = result.nodes["l"].error
+    assert error.error_type == ErrorType.VALIDATION
+    assert error.message == "node 'l': output 'out' expected int, got str 'not an int'"

@@ -7,8 +7,10 @@ from types import TracebackType
 from typing import Any
 
 from rich.console import Console
+from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from integration.graph import GraphValidationError, NodeType
 from integration.plan import Plan
@@ -86,6 +88,17 @@ def run_summary(console: Console, result: RunResult) -> None:
             f"{report.error.error_type}: {report.error.message}" if report.error else "",
         )
     console.print(table)
+    for report in result.nodes.values():
+        if report.state == NodeState.FAILED and report.error is not None:
+            console.print(
+                Panel(
+                    Text(report.error.node_traceback or report.error.message),
+                    title=f"{report.node_id} ({report.node_type}) failed: "
+                    f"{report.error.error_type}",
+                    title_align="left",
+                    border_style="red",
+                )
+            )
     if result.outputs:
         outputs = Table(title="outputs", title_justify="left", show_header=False)
         outputs.add_column("name", style="bold")

@@ -27,7 +27,7 @@ from integration.errors import NodeOutputError
 from integration.graph.context import ExecutionContext
 from integration.graph.policy import ErrorPolicy
 from integration.graph.ports import MISSING, InputPort, OutputPort, Port
-from integration.graph.types import ANY, type_name
+from integration.graph.types import ANY, check_value, type_name
 
 DEFAULT_OUTPUT = "out"
 
@@ -101,6 +101,18 @@ class NodeType:
                 problem = port.check(values[port.name])
                 if problem is not None:
                     problems.append(f"input {port.name!r} {problem}")
+        return problems
+
+    def check_outputs(self, values: Mapping[str, Any]) -> list[str]:
+        """Values that do not match their output port's declared type, as messages."""
+        problems = []
+        for name, port in self.outputs.items():
+            value = values.get(name)
+            if value is None:
+                continue
+            problem = check_value(port.type, value)
+            if problem is not None:
+                problems.append(f"output {name!r} {problem}")
         return problems
 
     def invoke(

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 
-from integration.errors import NodegraphError, NodeInputError
+from integration.errors import NodegraphError, NodeInputError, NodeOutputError
 from integration.graph.context import ExecutionContext
 from integration.graph.nodetype import NodeType
 from integration.graph.policy import RetryPolicy
@@ -90,7 +90,13 @@ def execute_node(
     except BaseException as exc:
         _annotate(exc, perf_counter() - start, attempt)
         raise
-    return NodeOutput(outputs, perf_counter() - start, max(attempt, 1))
+    elapsed = perf_counter() - start
+    problems = node_type.check_outputs(outputs)
+    if problems:
+        error = NodeOutputError(f"node {node_id!r}: " + "; ".join(problems))
+        _annotate(error, elapsed, attempt)
+        raise error
+    return NodeOutput(outputs, elapsed, max(attempt, 1))
 
 
 def _annotate(exc: BaseException, seconds: float, attempt: int) -> None:
