@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE))
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["NODEGRAPH_CACHE_DIR"] = tempfile.mkdtemp(prefix="nodegraph-bench-cache-")
 
+import graphs  # noqa: E402
 from overhead import settle  # noqa: E402
 from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import INPUTS  # noqa: E402
@@ -40,17 +41,11 @@ from integration.graph import NodeRegistry  # noqa: E402
 
 
 def chain(n: int, changed: int | None = None) -> dict[str, Any]:
-    nodes = [{"id": f"n{i:05d}", "type": "bench.add", "params": {"b": 1}} for i in range(n)]
-    nodes[0]["params"]["x"] = 0
-    if changed is not None:
-        nodes[changed]["params"]["b"] = 2
-    edges = [{"from": f"n{i:05d}.out", "to": f"n{i + 1:05d}.x"} for i in range(n - 1)]
-    return {
-        "name": f"cache-chain-{n}",
-        "nodes": nodes,
-        "edges": edges,
-        "outputs": {"result": f"n{n - 1:05d}.out"},
-    }
+    """``graphs.chain_doc`` of ``bench.add`` nodes, each with ``b=1`` (2 at ``changed``)."""
+    doc = graphs.chain_doc(n, node_type="bench.add")
+    for i, spec in enumerate(doc["nodes"]):
+        spec.setdefault("params", {})["b"] = 2 if i == changed else 1
+    return doc
 
 
 def timed_run(doc: dict[str, Any], registry: NodeRegistry) -> tuple[float, int, Any]:

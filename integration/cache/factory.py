@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 from integration.cache.envelope import secret_from_env
 from integration.cache.hierarchy import CacheHierarchy
@@ -33,12 +34,18 @@ _built: dict[str, CacheHierarchy] = {}
 _lock = threading.Lock()
 
 
+def cache_folder(caching: CachingConfig) -> Path:
+    """The disk tier's folder: ``caching.directory``, else ``$NODEGRAPH_CACHE_DIR``, else
+    ``~/.cache/nodegraph``. Lock files and the run history live there too."""
+    return caching.directory or default_cache_dir()
+
+
 def build_tier(level: str, caching: CachingConfig) -> Tier:
     """One tier of the hierarchy, from the ``caching`` section."""
     if level == "memory":
         return MemoryTier(max_bytes=int(caching.memory_size_mb * _MB))
     if level == "disk":
-        return DiskTier(caching.directory, max_bytes=int(caching.max_cache_size_mb * _MB))
+        return DiskTier(cache_folder(caching), max_bytes=int(caching.max_cache_size_mb * _MB))
     if level == "redis":
         settings = caching.redis
         return RedisTier(
@@ -63,7 +70,7 @@ def hierarchy_for(caching: CachingConfig) -> CacheHierarchy:
     secret = secret_from_env()
     if "disk" in caching.cache_levels and caching.directory is None:
         # $NODEGRAPH_CACHE_DIR is read now, so a changed variable gets its own hierarchy
-        caching = caching.model_copy(update={"directory": default_cache_dir()})
+        caching = caching.model_copy(update={"directory": cache_folder(caching)})
     identity = caching.model_dump_json() + ("|signed" if secret else "")
     with _lock:
         found = _built.get(identity)

@@ -84,7 +84,7 @@ def _feed(write: Callable[[bytes], Any], value: Any) -> None:
         for item in value:
             _feed(write, item)
     elif isinstance(value, Mapping):
-        items = sorted((value_digest(k), v) for k, v in _mapping_items(value))
+        items = sorted((value_digest(k), v) for k, v in value.items())
         write(b"d" + struct.pack(">Q", len(items)))
         for key_digest, item in items:
             write(bytes.fromhex(key_digest))
@@ -111,10 +111,6 @@ def _feed(write: Callable[[bytes], Any], value: Any) -> None:
             "types, numpy arrays, dataclasses or pydantic models, or give the class a "
             "__nodegraph_hash__() method"
         )
-
-
-def _mapping_items(value: Mapping[Any, Any]) -> list[tuple[Any, Any]]:
-    return list(value.items())
 
 
 def _feed_object(write: Callable[[bytes], Any], value: Any, fields: dict[str, Any]) -> None:

@@ -22,6 +22,13 @@ from rich.console import Console
 
 from integration.cli import render
 from integration.cli.cache import cache_app
+from integration.cli.options import (
+    ConfigOption,
+    FileArgument,
+    JsonOption,
+    NodesOption,
+    OutputOption,
+)
 from integration.config import NodegraphConfig, load_config
 from integration.errors import ConfigError, GraphLoadError, NodegraphError
 from integration.graph import Graph, GraphValidationError, NodeRegistry, bind, load_graph
@@ -38,23 +45,6 @@ app = typer.Typer(
 app.add_typer(cache_app, name="cache")
 out = Console()
 err = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="Config file (default: $NODEGRAPH_CONFIG, ./nodegraph.yaml)."
-    ),
-]
-NodesOption = Annotated[
-    list[Path] | None,
-    typer.Option("--nodes", help="Extra folder of node packs (repeatable)."),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-OutputOption = Annotated[
-    list[str] | None,
-    typer.Option("--output", "-o", help="Output name or node.port (repeatable)."),
-]
-FileArgument = Annotated[Path, typer.Argument(help="Graph document (YAML or JSON).")]
 
 
 def _config(path: Path | None, nodes: list[Path] | None) -> NodegraphConfig:

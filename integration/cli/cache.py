@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -17,35 +16,25 @@ from rich.console import Console
 from rich.table import Table
 
 from integration.cache.envelope import CorruptEntry, ForgedEntry, unseal, written_at
-from integration.cache.factory import hierarchy_for
+from integration.cache.factory import cache_folder, hierarchy_for
 from integration.cache.history import recent_runs
-from integration.cache.tiers import default_cache_dir
-from integration.config import NodegraphConfig, load_config
+from integration.cli.options import ConfigOption, JsonOption
+from integration.config import load_config
 
 cache_app = typer.Typer(help="Look into and clear the node result cache.", no_args_is_help=True)
 out = Console()
 
 
-def _config(path: Path | None) -> NodegraphConfig:
-    return load_config(path)
-
-
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="Config file (default: as for `run`).")
-]
-
-
 @cache_app.command("stats")
 def stats(
     config_file: ConfigOption = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Entries and bytes per tier, and the cache use of the last runs."""
-    config = _config(config_file)
+    config = load_config(config_file)
     cache = hierarchy_for(config.caching)
     tiers = [{"tier": s.name, "entries": s.entries, "bytes": s.bytes} for s in cache.stats()]
-    folder = config.caching.directory or default_cache_dir()
-    runs = recent_runs(folder)
+    runs = recent_runs(cache_folder(config.caching))
     executed = sum(r.get("executed", 0) for r in runs)
     cached = sum(r.get("cached", 0) for r in runs)
     hit_rate = cached / (executed + cached) if executed + cached else None
@@ -73,7 +62,7 @@ def clear(
     config_file: ConfigOption = None,
 ) -> None:
     """Delete cached results, from every tier or one."""
-    config = _config(config_file)
+    config = load_config(config_file)
     cache = hierarchy_for(config.caching)
     names = [t.name for t in cache.tiers]
     if tier is not None and tier not in names:
@@ -87,13 +76,13 @@ def clear(
 def inspect(
     key: Annotated[str, typer.Argument(help="A node's cache key (see `run --json`).")],
     config_file: ConfigOption = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Where a key is stored, how old and large it is, and whether it verifies.
 
     Nothing is unpickled: only the record's metadata is read.
     """
-    config = _config(config_file)
+    config = load_config(config_file)
     cache = hierarchy_for(config.caching)
     found = []
     for tier in cache.tiers:

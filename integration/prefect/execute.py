@@ -109,9 +109,9 @@ class GraphExecution:
         self._wanted = {request.node for request in plan.outputs}
         self._successors = {n: s.consumers for n, s in plan.steps.items()}
         self.executing = self._consult_cache()
-        running = set(self.executing)
+        self._running = set(self.executing)
         self._consumers_left = {
-            n: sum(c in running for c in s.consumers) for n, s in plan.steps.items()
+            n: sum(c in self._running for c in s.consumers) for n, s in plan.steps.items()
         }
 
     # -- the cache ----------------------------------------------------------------
@@ -152,10 +152,7 @@ class GraphExecution:
 
     def _cached_report(self, node_id: str, tier: str) -> None:
         node_type = self.plan.steps[node_id].node.type.qualified_name
-        report = NodeReport(
-            node_id, node_type, NodeState.CACHED, cache_tier=tier, cache_key=self.keys[node_id].key
-        )
-        self._report(report)
+        self._report(NodeReport(node_id, node_type, NodeState.CACHED, cache_tier=tier))
 
     def _task(self, node_id: str) -> Task[..., NodeOutput]:
         key = self.keys.get(node_id)
@@ -187,7 +184,7 @@ class GraphExecution:
         steps = self.plan.steps
         position = {node_id: i for i, node_id in enumerate(self.plan.order)}
         finished: queue.SimpleQueue[tuple[str, PrefectFuture[NodeOutput]]] = queue.SimpleQueue()
-        running = set(self.executing)
+        running = self._running
         not_done = {n: sum(u in running for u in steps[n].upstream) for n in self.executing}
         not_submitted = dict(not_done)
         ready = [(position[n], n) for n in self.executing if not_done[n] == 0]
@@ -286,7 +283,6 @@ class GraphExecution:
                 self.produced[node_id] = output
             # Prefect answers "Cached" when another run stored the key meanwhile.
             from_cache = state.name == "Cached"
-            key = self.keys.get(node_id)
             report = NodeReport(
                 node_id,
                 type_name,
@@ -295,7 +291,6 @@ class GraphExecution:
                 task_run_id=str(task_run_id) if task_run_id else None,
                 attempts=0 if from_cache else getattr(output, "attempts", 1),
                 cache_tier="prefect" if from_cache else None,
-                cache_key=key.key if key is not None else None,
             )
             self._report(report)
             self._release_inputs(step)
@@ -323,8 +318,7 @@ class GraphExecution:
             attempts=getattr(exc, "nodegraph_attempts", 1),
         )
         self._report(report)
-        running = set(self.executing)
-        for blocked in sorted(descendants(self._successors, [node_id]) & running):
+        for blocked in sorted(descendants(self._successors, [node_id]) & self._running):
             self._block(blocked, f"not run: upstream node {node_id!r} failed")
 
     def _block(self, node_id: str, reason: str) -> None:
@@ -341,6 +335,7 @@ class GraphExecution:
                 self.produced.pop(upstream, None)
 
     def _report(self, report: NodeReport) -> None:
+        # Every report carries its node's key, whatever the path that made it.
         key = self.keys.get(report.node_id)
         if report.cache_key is None and key is not None:
             report.cache_key = key.key

@@ -26,14 +26,14 @@ from typing import Any
 from prefect import Flow
 from prefect.context import FlowRunContext
 
-from integration.cache.factory import hierarchy_for
+from integration.cache.factory import cache_folder, hierarchy_for
+from integration.cache.hierarchy import CacheHierarchy
 from integration.cache.history import record_run
 from integration.cache.keys import graph_keys
-from integration.cache.tiers import default_cache_dir
 from integration.config import CachingConfig, NodegraphConfig, load_config
 from integration.errors import NodegraphError
 from integration.graph.load import GraphSource, load_graph
-from integration.graph.policy import RetryPolicy
+from integration.graph.policy import ErrorPolicy, RetryPolicy
 from integration.graph.registry import NodeRegistry
 from integration.graph.validate import BoundGraph, BoundNode, bind, resolve_inputs
 from integration.plan import Plan, make_plan
@@ -147,9 +147,8 @@ def flow_from_plan(
 
 
 def _retry(node: BoundNode, default: RetryPolicy | None) -> RetryPolicy | None:
-    if node.policy is not None and node.policy.retry is not None:
-        return node.policy.retry
-    return default
+    own = node.policy or ErrorPolicy()
+    return own.merged_over(ErrorPolicy(retry=default)).retry
 
 
 class _FlowState:
@@ -220,10 +219,10 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> dict[str, Any
     return result.outputs
 
 
-def _record_cache_use(caching: Any, cache: Any, result: RunResult) -> None:
+def _record_cache_use(caching: CachingConfig, cache: CacheHierarchy, result: RunResult) -> None:
     counts = result.counts()
     record_run(
-        caching.directory or default_cache_dir(),
+        cache_folder(caching),
         {
             "graph": result.graph,
             "executed": counts.get("completed", 0) + counts.get("failed", 0),

@@ -29,7 +29,7 @@ from prefect.cache_policies import CachePolicy
 from prefect.filesystems import WritableFileSystem
 from prefect.results import ResultRecord
 
-from integration.cache.factory import hierarchy_for
+from integration.cache.factory import cache_folder, hierarchy_for
 from integration.cache.hierarchy import CacheHierarchy
 from integration.config import CachingConfig
 
@@ -103,9 +103,7 @@ def key_policy(caching: CachingConfig) -> NodeKeyPolicy:
     else:
         from prefect.locking.filesystem import FileSystemLockManager
 
-        from integration.cache.tiers import default_cache_dir
-
-        folder = caching.lock_directory or (caching.directory or default_cache_dir()) / ".locks"
+        folder = caching.lock_directory or cache_folder(caching) / ".locks"
         manager = FileSystemLockManager(lock_files_directory=folder)
     return NodeKeyPolicy(isolation_level="SERIALIZABLE", lock_manager=manager)
 

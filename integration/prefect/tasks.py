@@ -24,6 +24,7 @@ from integration.graph.nodetype import NodeType
 from integration.graph.policy import RetryPolicy
 from integration.graph.transforms import TransformSpec, apply_transform
 from integration.graph.validate import BoundNode
+from integration.prefect.storage import NodeKeyPolicy
 
 Upstream = tuple[Any, str | None, TransformSpec | None]
 """How an input arrives: ``(producer, port, transform)``.
@@ -168,8 +169,6 @@ def node_task(
     node's cache key; ``refresh`` recomputes and overwrites instead of reading it.
     ``retry`` sets Prefect's retries, per-retry delays, jitter and retry condition.
     """
-    from integration.prefect.storage import NodeKeyPolicy
-
     task = copy.copy(NODE_TASK)
     task.name = node.id
     task.task_run_name = node.id
