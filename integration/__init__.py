@@ -28,14 +28,14 @@ from integration.graph import (
     node,
 )
 from integration.plan import Plan, make_plan
-from integration.result import NodeReport, NodeState, RunResult
+from integration.result import NodeReport, NodeState, RunResult, RunState
 
 if TYPE_CHECKING:
-    from integration.prefect import GraphRunFailed, run, to_flow
+    from integration.prefect import GraphRunFailed, resume, run, to_flow
 
 __version__ = "0.1.0"
 
-_LAZY = {"run", "to_flow", "GraphRunFailed"}
+_LAZY = {"run", "resume", "to_flow", "GraphRunFailed"}
 
 
 def __getattr__(name: str) -> Any:
@@ -64,11 +64,13 @@ __all__ = [
     "Plan",
     "Port",
     "RunResult",
+    "RunState",
     "bind",
     "load_config",
     "load_graph",
     "make_plan",
     "node",
+    "resume",
     "run",
     "to_flow",
 ]

@@ -79,6 +79,12 @@ class ExecutionConfig(_Section):
     retry_delay: float = Field(
         default=1.0, ge=0, description="First retry delay (seconds) for those nodes."
     )
+    timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Longest one attempt of a node may run, for nodes whose policy sets "
+        "none (default: no limit).",
+    )
     tag_node_types: bool = Field(
         default=True,
         description="Tag each task run with its node type (enables Prefect tag concurrency "

@@ -65,10 +65,30 @@ class NodeOutputError(NodegraphError, TypeError):
     error_type = ErrorType.VALIDATION
 
 
+class NodeTimeoutError(NodegraphError, TimeoutError):
+    """A node ran longer than its policy's ``timeout_seconds``."""
+
+    error_type = ErrorType.TIMEOUT
+
+
 class DependencyError(NodegraphError):
     """A node could not run because a node it depends on did not produce a result."""
 
     error_type = ErrorType.DEPENDENCY
+
+
+def summarize_value(value: Any, limit: int = 80) -> str:
+    """A short, one-line picture of a value for error messages: its repr, cut at
+    ``limit`` characters, with the type and size when it had to be cut."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} with a failing repr>"
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    size = f", len {len(value)}" if hasattr(value, "__len__") else ""
+    return f"{text[: limit - 3]}... ({type(value).__name__}{size})"
 
 
 def classify_exception(exc: BaseException) -> ErrorType:

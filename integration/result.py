@@ -27,19 +27,36 @@ class NodeState(StrEnum):
 
     COMPLETED = "completed"
     CACHED = "cached"
+    FALLBACK = "fallback"
+    """The node failed and its fallback (a node type or default outputs) stood in."""
     FAILED = "failed"
     UPSTREAM_FAILED = "upstream_failed"
+    SKIPPED = "skipped"
+    """Skipped by a ``skip`` policy: the node failed, or a node it depends on did."""
     PENDING = "pending"
+    """Not run: the run halted first."""
 
     @property
     def ok(self) -> bool:
-        """Whether the node's outputs are available (computed or from the cache)."""
-        return self in (NodeState.COMPLETED, NodeState.CACHED)
+        """Whether the node's outputs are available (computed, cached or a fallback)."""
+        return self in (NodeState.COMPLETED, NodeState.CACHED, NodeState.FALLBACK)
 
 
 class RunState(StrEnum):
+    """How a run ended; the Prefect flow run's state and the CLI's exit code follow it.
+
+    | run state | flow run | exit code |
+    | --- | --- | --- |
+    | completed: every node succeeded, came from the cache or fell back | Completed | 0 |
+    | partial: nodes were skipped by a ``skip`` policy | Completed, with a warning | 3 |
+    | failed: a node failed and no policy absorbed it | Failed | 1 |
+    | halted: a ``halt`` policy stopped the run; resume it | Failed | 4 |
+    """
+
     COMPLETED = "completed"
+    PARTIAL = "partial"
     FAILED = "failed"
+    HALTED = "halted"
 
 
 @dataclass
@@ -56,6 +73,8 @@ class NodeReport:
     cache_key: str | None = None
     attempts: int = 0
     """How many times the node function ran (retries included); 0 when it did not run."""
+    reason: str | None = None
+    """Why a node was skipped, fell back or did not run."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +86,7 @@ class NodeReport:
             "cache_tier": self.cache_tier,
             "cache_key": self.cache_key,
             "attempts": self.attempts,
+            "reason": self.reason,
         }
 
 
@@ -82,10 +102,27 @@ class RunResult:
     duration_s: float | None = None
     strategy: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    halted_at: str | None = None
+    """The node whose ``halt`` policy stopped the run."""
+    resume_id: str | None = None
+    """The run id that ``nodegraph resume`` takes to continue this run (checkpoints of
+    ``cacheable=False`` nodes are scoped to it); set when results were persisted."""
 
     @property
     def ok(self) -> bool:
+        """Whether every node produced its outputs (computed, cached or a fallback)."""
         return self.state == RunState.COMPLETED
+
+    @property
+    def resume_hint(self) -> str | None:
+        """The command that continues a halted or failed run, if it can be resumed."""
+        if self.state not in (RunState.HALTED, RunState.FAILED) or not self.resume_id:
+            return None
+        return f"nodegraph resume {self.resume_id}"
+
+    @property
+    def skipped(self) -> list[str]:
+        return [n for n, r in self.nodes.items() if r.state == NodeState.SKIPPED]
 
     @property
     def errors(self) -> list[NodeError]:
@@ -110,6 +147,8 @@ class RunResult:
             "flow_run_id": self.flow_run_id,
             "duration_s": self.duration_s,
             "strategy": self.strategy,
+            "halted_at": self.halted_at,
+            "resume": self.resume_hint,
         }
 
 

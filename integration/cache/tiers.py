@@ -164,7 +164,9 @@ class DiskTier(Tier):
     def _scan(self) -> list[tuple[Path, int, float]]:
         found = []
         for folder in self.root.iterdir() if self.root.exists() else ():
-            if not folder.is_dir():
+            # Entries live in two-character shard folders; other folders hold locks and
+            # run records, which are not cache entries.
+            if len(folder.name) != 2 or folder.name.startswith(".") or not folder.is_dir():
                 continue
             for entry in folder.iterdir():
                 if entry.name.startswith("."):

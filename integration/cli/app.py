@@ -1,11 +1,12 @@
-"""The ``nodegraph`` command: run, validate, plan, nodes and schema.
+"""The ``nodegraph`` command: run, resume, validate, plan, nodes and schema.
 
     $ nodegraph run flows/examples/hello.yaml --input name=Ada
     $ nodegraph validate flows/examples/hello.yaml --json
 
 Exit codes: 0 success; 1 the graph is invalid, its inputs are bad, or a node failed;
-2 the command line itself is wrong. With ``--json`` stdout carries exactly one JSON
-object and progress and logs go to stderr.
+2 the command line itself is wrong; 3 the run completed partially (nodes were skipped
+by a ``skip`` policy); 4 the run halted (a ``halt`` policy; resume it). With ``--json``
+stdout carries exactly one JSON object and progress and logs go to stderr.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,12 +30,14 @@ from integration.cli.options import (
     JsonOption,
     NodesOption,
     OutputOption,
+    StrategyOption,
 )
 from integration.config import NodegraphConfig, load_config
 from integration.errors import ConfigError, GraphLoadError, NodegraphError
 from integration.graph import Graph, GraphValidationError, NodeRegistry, bind, load_graph
 from integration.graph.model import graph_json_schema
 from integration.plan import make_plan
+from integration.result import RunResult, RunState
 
 app = typer.Typer(
     name="nodegraph",
@@ -96,9 +100,7 @@ def parse_inputs(graph: Graph, pairs: list[str]) -> dict[str, Any]:
 @app.command()
 def run(
     file: FileArgument,
-    strategy: Annotated[
-        str | None, typer.Option("--strategy", "-s", help="sequential or parallel.")
-    ] = None,
+    strategy: StrategyOption = None,
     processes: Annotated[
         bool | None, typer.Option("--processes/--threads", help="parallel: process pool.")
     ] = None,
@@ -125,9 +127,44 @@ def run(
         registry = _registry(config)
     except (ConfigError, GraphLoadError, NodegraphError) as exc:
         raise _fail(str(exc), as_json) from None
-    _quiet_prefect_console(config)
+    _execute(
+        config,
+        graph.name,
+        as_json,
+        lambda runner, listener: runner.run(
+            graph,
+            inputs=inputs,
+            outputs=output,
+            strategy=strategy,
+            processes=processes,
+            max_workers=max_workers,
+            registry=registry,
+            config=config,
+            on_node_finished=listener,
+            cache=False if no_cache else None,
+            refresh=refresh,
+        ),
+    )
 
-    from integration.prefect.flow import run as run_graph
+
+EXIT_CODES = {
+    RunState.COMPLETED: 0,
+    RunState.FAILED: 1,
+    RunState.PARTIAL: 3,
+    RunState.HALTED: 4,
+}
+"""The exit code of ``run`` and ``resume`` for each way a run ends."""
+
+
+def _execute(
+    config: NodegraphConfig,
+    graph_name: str,
+    as_json: bool,
+    start: Callable[[Any, Any], RunResult],
+) -> None:
+    """Run (or resume) with progress, print the result, and exit with its code."""
+    _quiet_prefect_console(config)
+    from integration.prefect import flow as runner
 
     if not _api_configured():
         # The temporary server's telemetry heartbeat races its own SQLite setup and
@@ -141,28 +178,16 @@ def run(
     show_progress = config.monitoring.progress and err.is_terminal
     try:
         with render.NodeProgress(err, enabled=show_progress) as progress:
-            result = run_graph(
-                graph,
-                inputs=inputs,
-                outputs=output,
-                strategy=strategy,
-                processes=processes,
-                max_workers=max_workers,
-                registry=registry,
-                config=config,
-                on_node_finished=progress.update,
-                cache=False if no_cache else None,
-                refresh=refresh,
-            )
+            result = start(runner, progress.update)
     except GraphValidationError as exc:
         raise _fail(
             str(exc),
             as_json,
-            {"graph": graph.name, "state": "invalid", "error": str(exc), **exc.to_dict()},
+            {"graph": graph_name, "state": "invalid", "error": str(exc), **exc.to_dict()},
         ) from None
     except (NodegraphError, ValueError) as exc:
         raise _fail(
-            str(exc), as_json, {"graph": graph.name, "state": "error", "error": str(exc)}
+            str(exc), as_json, {"graph": graph_name, "state": "error", "error": str(exc)}
         ) from None
     except Exception as exc:
         # Infrastructure failures (Prefect API unreachable, ...) still end in one JSON
@@ -170,14 +195,43 @@ def run(
         err.print_exception()
         message = f"{type(exc).__name__}: {exc}"
         raise _fail(
-            message, as_json, {"graph": graph.name, "state": "error", "error": message}
+            message, as_json, {"graph": graph_name, "state": "error", "error": message}
         ) from None
     if as_json:
         print(json.dumps(result.to_dict()))
     else:
         render.run_summary(out, result)
-    if not result.ok:
-        raise typer.Exit(1)
+    code = EXIT_CODES.get(RunState(result.state), 1)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run to continue (its flow run id).")],
+    strategy: StrategyOption = None,
+    as_json: JsonOption = False,
+    config_file: ConfigOption = None,
+    nodes: NodesOption = None,
+) -> None:
+    """Continue a halted, failed or crashed run: finished nodes come from the cache."""
+    try:
+        config = _config(config_file, nodes)
+        registry = _registry(config)
+    except NodegraphError as exc:
+        raise _fail(str(exc), as_json) from None
+    _execute(
+        config,
+        run_id,
+        as_json,
+        lambda runner, listener: runner.resume(
+            run_id,
+            strategy=strategy,
+            registry=registry,
+            config=config,
+            on_node_finished=listener,
+        ),
+    )
 
 
 @app.command()

@@ -23,3 +23,11 @@ OutputOption = Annotated[
     typer.Option("--output", "-o", help="Output name or node.port (repeatable)."),
 ]
 FileArgument = Annotated[Path, typer.Argument(help="Graph document (YAML or JSON).")]
+StrategyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--strategy",
+        "-s",
+        help="sequential or parallel (default: the config's; for resume, the run's own).",
+    ),
+]

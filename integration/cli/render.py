@@ -14,14 +14,23 @@ from rich.text import Text
 
 from integration.graph import GraphValidationError, NodeType
 from integration.plan import Plan
-from integration.result import NodeReport, NodeState, RunResult, to_jsonable
+from integration.result import NodeReport, NodeState, RunResult, RunState, to_jsonable
 
 _STATE_STYLE = {
     NodeState.COMPLETED: "green",
     NodeState.CACHED: "cyan",
+    NodeState.FALLBACK: "magenta",
     NodeState.FAILED: "bold red",
     NodeState.UPSTREAM_FAILED: "yellow",
+    NodeState.SKIPPED: "yellow",
     NodeState.PENDING: "dim",
+}
+
+_RUN_STYLE = {
+    RunState.COMPLETED: "green",
+    RunState.PARTIAL: "yellow",
+    RunState.FAILED: "bold red",
+    RunState.HALTED: "bold yellow",
 }
 
 
@@ -69,12 +78,15 @@ class NodeProgress:
 
 
 def run_summary(console: Console, result: RunResult) -> None:
-    table = Table(title=f"graph {result.graph!r}: {result.state}", title_justify="left")
+    run_style = _RUN_STYLE.get(RunState(result.state), "")
+    table = Table(
+        title=f"graph {result.graph!r}: [{run_style}]{result.state}[/]", title_justify="left"
+    )
     table.add_column("node")
     table.add_column("type", style="dim")
     table.add_column("state")
     table.add_column("time", justify="right")
-    table.add_column("error", overflow="fold")
+    table.add_column("error / reason", overflow="fold")
     for report in result.nodes.values():
         style = _STATE_STYLE.get(report.state, "")
         state = str(report.state)
@@ -85,7 +97,7 @@ def run_summary(console: Console, result: RunResult) -> None:
             report.node_type,
             f"[{style}]{state}[/]",
             _duration(report.duration_s),
-            f"{report.error.error_type}: {report.error.message}" if report.error else "",
+            _why(report),
         )
     console.print(table)
     for report in result.nodes.values():
@@ -106,8 +118,23 @@ def run_summary(console: Console, result: RunResult) -> None:
         for name, value in result.outputs.items():
             outputs.add_row(name, _short(to_jsonable(value)))
         console.print(outputs)
+    if result.skipped:
+        console.print(
+            f"[yellow]warning:[/] {len(result.skipped)} node(s) skipped by policy: "
+            + ", ".join(result.skipped)
+        )
+    if result.halted_at:
+        console.print(f"[bold yellow]halted[/] after node {result.halted_at!r} failed")
+    if result.resume_hint:
+        console.print(f"resume with: [bold]{result.resume_hint}[/]")
     if result.flow_run_id:
         console.print(f"flow run {result.flow_run_id}", style="dim")
+
+
+def _why(report: NodeReport) -> str:
+    if report.state in (NodeState.FAILED, NodeState.UPSTREAM_FAILED) and report.error:
+        return f"{report.error.error_type}: {report.error.message}"
+    return report.reason or ""
 
 
 def problems(console: Console, error: GraphValidationError) -> None:

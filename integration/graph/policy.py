@@ -1,21 +1,33 @@
-"""Error policies: what to do when a node fails. Today: retries.
+"""Error policies: what to do when a node fails.
 
-    >>> from integration.graph.policy import RetryPolicy
+    >>> from integration.graph.policy import ErrorPolicy, RetryPolicy
     >>> RetryPolicy(attempts=3, delay_seconds=0.5, backoff_factor=2).delays()
     [0.5, 1.0, 2.0]
+    >>> ErrorPolicy.model_validate("skip").action
+    'skip'
+
+A policy has three parts, each optional:
+
+- ``retry``: try again, with backoff (Prefect ``retries``, ``retry_delay_seconds``,
+  ``retry_jitter_factor`` and ``retry_condition_fn``);
+- ``timeout_seconds``: fail as ``timeout`` when one attempt runs longer (Prefect
+  ``timeout_seconds``, enforced by the engine on every strategy);
+- ``action``: what happens once the retries are spent: ``fail`` (the default; the
+  node's dependents do not run and the run fails), ``fallback`` (a fallback node type
+  or default outputs stand in, and dependents run), ``skip`` (the node and its
+  dependents are skipped and the run ends ``partial``) or ``halt`` (nothing new
+  starts, running nodes finish, and the run ends ``halted``, ready to resume).
 
 A node type sets a default (``@node(on_error=...)``), a node in a document overrides it
-(``on_error:``), and ``execution.retry_attempts`` / ``execution.retry_delay`` give the
-default for nodes that set nothing. The Prefect translator maps a retry policy onto the
-task's ``retries``, ``retry_delay_seconds``, ``retry_jitter_factor`` and
-``retry_condition_fn``.
+field by field (``on_error:``), and ``execution.retry_attempts``, ``retry_delay`` and
+``timeout_seconds`` fill what neither sets.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from integration.errors import ErrorType, classify_exception
 
@@ -60,15 +72,82 @@ class RetryPolicy(BaseModel):
         return any(entry in names for entry in self.on)
 
 
+class FallbackPolicy(BaseModel):
+    """What stands in for a node that failed: another node type run on the same inputs
+    (``type``, with extra ``params``), or fixed values per output port (``outputs``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str | None = Field(default=None, description="A node type run on the same inputs.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Literal inputs of the fallback type."
+    )
+    outputs: dict[str, Any] | None = Field(
+        default=None, description="A value for each output port of the node."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> FallbackPolicy:
+        if (self.type is None) == (self.outputs is None):
+            raise ValueError("a fallback names either a node 'type' or default 'outputs'")
+        if self.params and self.type is None:
+            raise ValueError("fallback 'params' go with a fallback 'type'")
+        return self
+
+
+Action = Literal["fail", "fallback", "skip", "halt"]
+
+
 class ErrorPolicy(BaseModel):
-    """A node's error policy (``on_error:`` in a document)."""
+    """A node's error policy (``on_error:`` in a document).
+
+    A bare action is shorthand: ``on_error: skip`` is ``{action: skip}``. A ``fallback``
+    without an ``action`` implies ``action: fallback``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     retry: RetryPolicy | None = None
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, description="Longest one attempt may run."
+    )
+    action: Action | None = Field(
+        default=None, description="What happens once retries are spent (default: fail)."
+    )
+    fallback: FallbackPolicy | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"action": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ErrorPolicy:
+        if self.fallback is not None and self.action is None:
+            object.__setattr__(self, "action", "fallback")
+        if self.action == "fallback" and self.fallback is None:
+            raise ValueError("action 'fallback' needs a 'fallback' (a node type or outputs)")
+        if self.fallback is not None and self.action != "fallback":
+            raise ValueError(f"a 'fallback' is given but the action is {self.action!r}")
+        return self
+
+    @property
+    def final_action(self) -> Action:
+        """The action that applies when the node finally fails."""
+        return self.action or "fail"
 
     def merged_over(self, default: ErrorPolicy | None) -> ErrorPolicy:
         """This policy, with fields it leaves unset taken from ``default``."""
         if default is None:
             return self
-        return ErrorPolicy(retry=self.retry if self.retry is not None else default.retry)
+        own_action = self.action is not None
+        return ErrorPolicy(
+            retry=self.retry if self.retry is not None else default.retry,
+            timeout_seconds=(
+                self.timeout_seconds
+                if self.timeout_seconds is not None
+                else default.timeout_seconds
+            ),
+            action=self.action if own_action else default.action,
+            fallback=self.fallback if own_action else default.fallback,
+        )

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from integration.errors import summarize_value
 from integration.graph.types import ANY, check_value
 
 _MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()
@@ -78,22 +79,27 @@ class InputPort:
         """Why ``value`` breaks this port's min/max/choices/validator, or ``None``."""
         if not self.has_constraints or value is None:
             return None
+        shown = summarize_value(value)
         if self.choices is not None and value not in self.choices:
-            return f"must be one of {list(self.choices)!r}, got {value!r}"
+            return f"must be one of {list(self.choices)!r}, got {shown}"
         if self.min is not None or self.max is not None:
             try:
                 if self.min is not None and value < self.min:
-                    return f"must be >= {self.min:g}, got {value!r}"
+                    return f"must be >= {self.min:g}, got {shown}"
                 if self.max is not None and value > self.max:
-                    return f"must be <= {self.max:g}, got {value!r}"
+                    return f"must be <= {self.max:g}, got {shown}"
             except TypeError:
-                return f"must be a number between {self.min} and {self.max}, got {value!r}"
+                return f"must be a number between {self.min} and {self.max}, got {shown}"
         if self.validator is not None:
-            verdict = self.validator(value)
+            name = getattr(self.validator, "__name__", "")
+            try:
+                verdict = self.validator(value)
+            except Exception as exc:
+                return f"rejected by validator {name} ({type(exc).__name__}: {exc}): {shown}"
             if verdict is False:
-                return f"rejected by validator {getattr(self.validator, '__name__', '')}"
+                return f"rejected by validator {name}: {shown}"
             if isinstance(verdict, str):
-                return verdict
+                return f"{verdict}: {shown}"
         return None
 
     def merged(self, port: Port) -> InputPort:

@@ -16,7 +16,7 @@ before the whole graph is valid.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,7 +25,7 @@ from integration.graph.gcpause import gc_paused
 from integration.graph.model import GRAPH_INPUTS, Edge, Graph, GraphInput
 from integration.graph.nodetype import NodeType
 from integration.graph.order import CycleError, topological_order
-from integration.graph.policy import ErrorPolicy
+from integration.graph.policy import ErrorPolicy, FallbackPolicy
 from integration.graph.ports import MISSING, InputPort
 from integration.graph.registry import NodeRegistry
 from integration.graph.transforms import TransformSpec, check_spec, get_transform
@@ -125,6 +125,8 @@ class BoundNode:
     tags: list[str] = field(default_factory=list)
     policy: ErrorPolicy | None = None
     """The node's own policy over its type's default; the config's default comes last."""
+    fallback_type: NodeType | None = None
+    """The node type a ``fallback`` policy runs in this node's place, resolved."""
 
     @property
     def upstream(self) -> list[str]:
@@ -186,6 +188,85 @@ def resolve_inputs(bound: BoundGraph, given: Mapping[str, Any]) -> dict[str, Any
     if problems:
         raise GraphInputError(f"graph {bound.name!r}: " + "; ".join(problems))
     return values
+
+
+def _bind_fallback(
+    bound: BoundNode,
+    fallback: FallbackPolicy,
+    registry: NodeRegistry,
+    report: Callable[[Problem], None],
+) -> None:
+    """Check that a fallback can stand in for ``bound``: same outputs, inputs it can take."""
+    outputs = bound.type.outputs
+    if fallback.outputs is not None:
+        missing = [name for name in outputs if name not in fallback.outputs]
+        unknown = [name for name in fallback.outputs if name not in outputs]
+        if missing or unknown:
+            report(
+                Problem(
+                    bound.id,
+                    "bad_fallback",
+                    f"fallback outputs must give exactly the outputs of "
+                    f"{bound.type.qualified_name} ({_names(outputs)}); "
+                    + "; ".join(
+                        filter(
+                            None,
+                            [
+                                f"missing {', '.join(missing)}" if missing else "",
+                                f"unknown {', '.join(unknown)}" if unknown else "",
+                            ],
+                        )
+                    ),
+                )
+            )
+            return
+        for problem in bound.type.check_outputs(fallback.outputs):
+            report(Problem(bound.id, "bad_fallback", f"fallback {problem}"))
+        return
+    assert fallback.type is not None
+    fallback_type = registry.find(fallback.type)
+    if fallback_type is None:
+        hint = registry.suggest(fallback.type)
+        suffix = f"; did you mean {', '.join(hint)}?" if hint else ""
+        report(
+            Problem(
+                bound.id, "bad_fallback", f"unknown fallback node type {fallback.type!r}{suffix}"
+            )
+        )
+        return
+    name = fallback_type.qualified_name
+    lacking = [port for port in outputs if port not in fallback_type.outputs]
+    if lacking:
+        report(
+            Problem(
+                bound.id,
+                "bad_fallback",
+                f"fallback type {name} lacks output(s) {', '.join(lacking)} of "
+                f"{bound.type.qualified_name}; it has {_names(fallback_type.outputs)}",
+            )
+        )
+    for port in fallback.params:
+        if port not in fallback_type.inputs:
+            report(
+                Problem(
+                    bound.id,
+                    "bad_fallback",
+                    f"fallback param {port!r} is not an input of {name}; "
+                    f"it has {_names(fallback_type.inputs)}",
+                )
+            )
+    for port in fallback_type.inputs.values():
+        given = port.name in bound.bindings or port.name in fallback.params
+        if port.required and not given:
+            report(
+                Problem(
+                    bound.id,
+                    "bad_fallback",
+                    f"fallback type {name} needs input {port.name!r}, which node "
+                    f"{bound.id!r} does not receive; give it in the fallback's params",
+                )
+            )
+    bound.fallback_type = fallback_type
 
 
 def bind(graph: Graph, registry: NodeRegistry) -> BoundGraph:
@@ -260,6 +341,10 @@ def _bind(graph: Graph, registry: NodeRegistry) -> BoundGraph:
                 )
             else:
                 bound.bindings[port.name] = Binding("default", value=port.default)
+
+    for bound in nodes.values():
+        if bound.policy is not None and bound.policy.fallback is not None:
+            _bind_fallback(bound, bound.policy.fallback, registry, report)
 
     for out_name, output in graph.outputs.items():
         producer = nodes.get(output.node)

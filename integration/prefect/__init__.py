@@ -3,7 +3,14 @@
 Only this package (and the runner code) knows Prefect's API.
 """
 
-from integration.prefect.flow import GraphRunFailed, flow_from_plan, prepare, run, to_flow
+from integration.prefect.flow import (
+    GraphRunFailed,
+    flow_from_plan,
+    prepare,
+    resume,
+    run,
+    to_flow,
+)
 from integration.prefect.tasks import NodeOutput, execute_node, node_task
 
 __all__ = [
@@ -13,6 +20,7 @@ __all__ = [
     "flow_from_plan",
     "node_task",
     "prepare",
+    "resume",
     "run",
     "to_flow",
 ]

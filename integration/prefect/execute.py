@@ -5,9 +5,18 @@
 
 Nodes are submitted as their producers finish (in-degree counters, so a run is linear
 in nodes plus edges). Consumers receive the producers' futures, never copies of values.
-A failed node marks its descendants ``upstream_failed`` and independent branches go on.
 The execution drops its own reference to an output once the output's last consumer has
 finished, unless the caller asked for it.
+
+When a node fails (after its retries), its policy's action decides:
+
+- ``fail``: its descendants are ``upstream_failed``; independent branches go on.
+- ``fallback``: the fallback's outputs stand in and descendants run. Neither the
+  fallback's result nor anything computed from it is written to the cache under the
+  node keys, which promise the real result.
+- ``skip``: the node and its descendants are ``skipped``; independent branches go on.
+- ``halt``: nothing new is submitted; nodes already running finish (and persist), and
+  the nodes that did not run stay ``pending``.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import heapq
 import queue
 from collections.abc import Callable, Mapping
+from enum import Enum
 from typing import Any
 
 from prefect import Task
@@ -27,11 +37,18 @@ from integration.cache.hierarchy import CacheHierarchy
 from integration.cache.keys import NodeKey
 from integration.errors import ErrorType, NodeError
 from integration.graph.order import descendants
-from integration.graph.policy import RetryPolicy
+from integration.graph.policy import ErrorPolicy
 from integration.graph.validate import BoundNode
 from integration.plan import Plan, PlanStep, prune_cached
 from integration.prefect.storage import TieredResultStorage, load_cached_value
-from integration.prefect.tasks import NodeOutput, Upstream, node_task
+from integration.prefect.tasks import (
+    NodeNotStarted,
+    NodeOutput,
+    Upstream,
+    fallback_task,
+    node_task,
+    stop_starting_nodes,
+)
 from integration.result import NodeReport, NodeState, RunResult, RunState
 
 DEFAULT_WINDOW = 64
@@ -46,24 +63,37 @@ class NodeTasks:
 
     The plain variant neither hashes nor persists; the cached one persists its result
     under the node key through ``storage``; ``refresh`` recomputes and overwrites.
+    ``error_policy`` is the node's effective policy (its own, its type's, the config's).
+    With ``kill_on_timeout`` the engine kills the node's process at its timeout (see
+    ``integration.timeouts``), and the Prefect task carries no timeout of its own.
     """
 
-    __slots__ = ("_built", "node", "policy", "retry", "storage", "tag_type")
+    __slots__ = (
+        "_built",
+        "error_policy",
+        "key_policy",
+        "kill_on_timeout",
+        "node",
+        "storage",
+        "tag_type",
+    )
 
     def __init__(
         self,
         node: BoundNode,
         tag_type: bool,
         storage: TieredResultStorage | None,
-        policy: Any = None,
-        retry: RetryPolicy | None = None,
+        key_policy: Any = None,
+        error_policy: ErrorPolicy | None = None,
+        kill_on_timeout: bool = False,
     ) -> None:
         self.node = node
+        self.kill_on_timeout = kill_on_timeout
         self.tag_type = tag_type
         self.storage = storage
-        self.policy = policy
-        self.retry = retry
-        self._built: dict[tuple[bool, bool], Task[..., NodeOutput]] = {}
+        self.key_policy = key_policy
+        self.error_policy = error_policy or ErrorPolicy()
+        self._built: dict[Any, Task[..., NodeOutput]] = {}
 
     def get(self, cached: bool, refresh: bool = False) -> Task[..., NodeOutput]:
         cached = cached and self.storage is not None
@@ -76,15 +106,44 @@ class NodeTasks:
                 self.tag_type,
                 storage,
                 refresh=variant[1],
-                policy=self.policy,
-                retry=self.retry,
+                policy=self.key_policy,
+                retry=self.error_policy.retry,
+                timeout_seconds=self.thread_timeout,
             )
             self._built[variant] = task
         return task
 
+    @property
+    def thread_timeout(self) -> float | None:
+        return None if self.kill_on_timeout else self.error_policy.timeout_seconds
+
+    @property
+    def kill_after(self) -> float | None:
+        return self.error_policy.timeout_seconds if self.kill_on_timeout else None
+
+    def fallback(self) -> Task[..., NodeOutput]:
+        task = self._built.get("fallback")
+        if task is None:
+            assert self.node.fallback_type is not None
+            task = fallback_task(self.node, self.node.fallback_type, self.thread_timeout)
+            self._built["fallback"] = task
+        return task
+
+
+class Outcome(Enum):
+    """What a finished task means for the nodes after it."""
+
+    PRODUCED = "produced"  # outputs available: consumers may run
+    STOPPED = "stopped"  # no outputs: consumers were marked
+    RUN_FALLBACK = "run_fallback"  # the fallback node type must run first
+
 
 class GraphExecution:
-    """One run of a plan inside a Prefect flow."""
+    """One run of a plan inside a Prefect flow.
+
+    ``resuming`` also looks up run-scoped keys (checkpoints of ``cacheable=False``
+    nodes), which only a resumed run shares with the run it continues.
+    """
 
     def __init__(
         self,
@@ -95,6 +154,8 @@ class GraphExecution:
         keys: Mapping[str, NodeKey] | None = None,
         cache: CacheHierarchy | None = None,
         refresh: bool = False,
+        resuming: bool = False,
+        run_id: str | None = None,
     ) -> None:
         self.plan = plan
         self.tasks = tasks
@@ -103,9 +164,15 @@ class GraphExecution:
         self.keys = keys or {}
         self.cache = cache
         self.refresh = refresh
+        self.resuming = resuming
+        self.run_id = run_id
         self.reports: dict[str, NodeReport] = {}
         # NodeOutput (sequential, or loaded from the cache) or PrefectFuture (parallel)
         self.produced: dict[str, Any] = {}
+        self.halted_at: str | None = None
+        # Nodes computed from a fallback's outputs: never cached under their node keys.
+        self.tainted: set[str] = set()
+        self._failures: dict[str, tuple[BaseException, str | None]] = {}
         self._wanted = {request.node for request in plan.outputs}
         self._successors = {n: s.consumers for n, s in plan.steps.items()}
         self.executing = self._consult_cache()
@@ -125,7 +192,7 @@ class GraphExecution:
         if not self.refresh:
             for node_id in self.plan.order:
                 key = self.keys[node_id]
-                if key.shared:
+                if key.shared or self.resuming:
                     tier = self.cache.locate(key.key)
                     if tier is not None:
                         located[node_id] = tier
@@ -154,20 +221,38 @@ class GraphExecution:
         node_type = self.plan.steps[node_id].node.type.qualified_name
         self._report(NodeReport(node_id, node_type, NodeState.CACHED, cache_tier=tier))
 
-    def _task(self, node_id: str) -> Task[..., NodeOutput]:
+    def _key(self, node_id: str) -> str | None:
+        """The key a node's result is persisted under, if it is persisted at all.
+
+        Run-scoped keys are persisted too: they are the checkpoints a resumed run reads.
+        """
         key = self.keys.get(node_id)
-        persist = self.cache is not None and key is not None and key.shared
+        if self.cache is None or key is None or node_id in self.tainted:
+            return None
+        return key.key
+
+    def _task(self, node_id: str) -> Task[..., NodeOutput]:
+        persist = self._key(node_id) is not None
         return self.tasks[node_id].get(cached=persist, refresh=self.refresh)
+
+    def _action(self, node_id: str) -> str:
+        return self.tasks[node_id].error_policy.final_action
 
     # -- strategies ---------------------------------------------------------------
 
     def run_sequential(self) -> RunResult:
         for node_id in self.executing:
+            if self.halted_at is not None:
+                break
             if node_id in self.reports:
-                continue  # already marked upstream_failed
+                continue  # already marked by a failure upstream
             step = self.plan.steps[node_id]
             state = self._task(node_id)(**self._arguments(step), return_state=True)
-            self._finish(node_id, state)
+            if self._finish(node_id, state) is Outcome.RUN_FALLBACK:
+                fallback = self.tasks[node_id].fallback()
+                self._finish_fallback(
+                    node_id, fallback(**self._fallback_arguments(step), return_state=True)
+                )
         return self._result()
 
     def run_parallel(self, window: int | None = None) -> RunResult:
@@ -178,34 +263,52 @@ class GraphExecution:
         worker, so the node's task-run setup overlaps its producers' work instead of
         following it. That keeps chains as fast as hand-written Prefect code. Ready
         nodes always go first, and prefetching stops at ``window`` nodes in flight, so
-        waiting nodes never hold more than the pool's idle threads.
+        waiting nodes never hold more than the pool's idle threads. Consumers of a node
+        with a fallback are never prefetched: they must receive the fallback's outputs
+        if the node fails.
         """
         window = window or DEFAULT_WINDOW
         steps = self.plan.steps
         position = {node_id: i for i, node_id in enumerate(self.plan.order)}
-        finished: queue.SimpleQueue[tuple[str, PrefectFuture[NodeOutput]]] = queue.SimpleQueue()
+        finished: queue.SimpleQueue[tuple[str, bool, PrefectFuture[NodeOutput]]] = (
+            queue.SimpleQueue()
+        )
         running = self._running
         not_done = {n: sum(u in running for u in steps[n].upstream) for n in self.executing}
         not_submitted = dict(not_done)
+        no_prefetch = {
+            consumer
+            for node_id in self.executing
+            if self._action(node_id) == "fallback"
+            for consumer in self._successors[node_id]
+        }
         ready = [(position[n], n) for n in self.executing if not_done[n] == 0]
         lookahead: list[tuple[int, str]] = []
         submitted: set[str] = set()
-        in_flight: dict[str, PrefectFuture[NodeOutput]] = {}
+        in_flight: dict[tuple[str, bool], PrefectFuture[NodeOutput]] = {}
+
+        def track(node_id: str, is_fallback: bool, future: PrefectFuture[NodeOutput]) -> None:
+            in_flight[node_id, is_fallback] = future
+            self.produced[node_id] = future
+            future.add_done_callback(lambda f: finished.put((node_id, is_fallback, f)))
 
         def submit(node_id: str) -> None:
-            future = self._task(node_id).submit(**self._arguments(steps[node_id]))
+            track(node_id, False, self._task(node_id).submit(**self._arguments(steps[node_id])))
             submitted.add(node_id)
-            in_flight[node_id] = future
-            self.produced[node_id] = future
-            future.add_done_callback(lambda f, n=node_id: finished.put((n, f)))
             for consumer in self._successors[node_id]:
                 if consumer not in running:
                     continue
                 not_submitted[consumer] -= 1
-                if not_submitted[consumer] == 0 and not_done[consumer] > 0:
+                if (
+                    not_submitted[consumer] == 0
+                    and not_done[consumer] > 0
+                    and consumer not in no_prefetch
+                ):
                     heapq.heappush(lookahead, (position[consumer], consumer))
 
         def pump() -> None:
+            if self.halted_at is not None:
+                return
             while ready:
                 _, node_id = heapq.heappop(ready)
                 if node_id not in submitted and node_id not in self.reports:
@@ -215,23 +318,31 @@ class GraphExecution:
                 if node_id not in submitted and node_id not in self.reports:
                     submit(node_id)
 
-        total = len(self.plan.order)
         pump()
-        while len(self.reports) < total:
-            node_id, future = finished.get()
-            in_flight.pop(node_id, None)
+        while in_flight:
+            node_id, is_fallback, future = finished.get()
+            in_flight.pop((node_id, is_fallback), None)
             if node_id in self.reports:
                 continue  # a prefetched node whose producer failed first
             state = _final_state(future)
-            if isinstance(state, UpstreamTaskError):
-                self._block(node_id, str(state))
-                ok = False
+            if is_fallback:
+                outcome = self._finish_fallback(node_id, state)
+            elif isinstance(state, UpstreamTaskError) or (
+                isinstance(state, State) and not state.is_final()
+            ):
+                # A prefetched node whose producer failed: the producer's failure marks
+                # it (by its policy) when that failure is processed.
+                continue
             elif isinstance(state, BaseException):
-                self._fail(node_id, state, None)
-                ok = False
+                outcome = self._failed(node_id, state, None)
             else:
-                ok = self._finish(node_id, state)
-            if ok:
+                outcome = self._finish(node_id, state)
+            if outcome is Outcome.RUN_FALLBACK:
+                step = steps[node_id]
+                fallback = self.tasks[node_id].fallback()
+                track(node_id, True, fallback.submit(**self._fallback_arguments(step)))
+                continue
+            if outcome is Outcome.PRODUCED:
                 for consumer in self._successors[node_id]:
                     if consumer not in running:
                         continue
@@ -239,9 +350,8 @@ class GraphExecution:
                     if not_done[consumer] == 0:
                         heapq.heappush(ready, (position[consumer], consumer))
             pump()
-        # Prefetched nodes behind a failure end as NotReady; let them settle.
-        for future in list(in_flight.values()):
-            _final_state(future)
+        if self.run_id is not None:
+            stop_starting_nodes(self.run_id, stop=False)
         return self._result()
 
     # -- bookkeeping --------------------------------------------------------------
@@ -261,26 +371,44 @@ class GraphExecution:
             elif binding.kind == "edge":
                 producer = self.produced[binding.source]
                 upstream[port] = (producer, binding.source_port, binding.transform)
-        key = self.keys.get(step.node_id)
-        return {
+        arguments: dict[str, Any] = {
             "node_type": step.node.type,
             "node_id": step.node_id,
             "literals": literals,
             "upstream": upstream,
-            "cache_key": key.key if key is not None and key.shared else None,
+            "cache_key": self._key(step.node_id),
+        }
+        kill_after = self.tasks[step.node_id].kill_after
+        if kill_after is not None:
+            arguments["kill_after"] = kill_after
+        return arguments
+
+    def _fallback_arguments(self, step: PlanStep) -> dict[str, Any]:
+        """The failed node's inputs, handed to its fallback type (the ports it has)."""
+        fallback_type = step.node.fallback_type
+        policy = self.tasks[step.node_id].error_policy.fallback
+        assert fallback_type is not None and policy is not None
+        arguments = self._arguments(step)
+        accepted = fallback_type.inputs
+        literals = {p: v for p, v in arguments["literals"].items() if p in accepted}
+        literals.update(policy.params)
+        upstream = {p: v for p, v in arguments["upstream"].items() if p in accepted}
+        return {
+            **arguments,
+            "node_type": fallback_type,
+            "literals": literals,
+            "upstream": upstream,
+            "cache_key": None,
         }
 
-    def _finish(self, node_id: str, state: State[Any]) -> bool:
-        """Record a finished node; return whether it produced its outputs."""
+    def _finish(self, node_id: str, state: State[Any]) -> Outcome:
+        """Record a node's final task state and say what it means for its consumers."""
         step = self.plan.steps[node_id]
         type_name = step.node.type.qualified_name
         task_run_id = state.state_details.task_run_id
         if state.is_completed():
             output: NodeOutput = _completed_value(state)
-            if node_id not in self.produced or not isinstance(
-                self.produced[node_id], PrefectFuture
-            ):
-                self.produced[node_id] = output
+            self._keep(node_id, output)
             # Prefect answers "Cached" when another run stored the key meanwhile.
             from_cache = state.name == "Cached"
             report = NodeReport(
@@ -294,39 +422,143 @@ class GraphExecution:
             )
             self._report(report)
             self._release_inputs(step)
-            return True
+            return Outcome.PRODUCED
 
         if not state.is_final():
             # Prefect leaves a task whose upstream future failed in Pending/NotReady.
             self._block(node_id, state.message or "an upstream node failed")
-            return False
+            return Outcome.STOPPED
         exc = state.result(raise_on_failure=False)
         if not isinstance(exc, BaseException):
             exc = RuntimeError(state.message or f"task ended in state {state.type.value}")
-        self._fail(node_id, exc, str(task_run_id) if task_run_id else None)
-        return False
+        return self._failed(node_id, exc, str(task_run_id) if task_run_id else None)
 
-    def _fail(self, node_id: str, exc: BaseException, task_run_id: str | None) -> None:
-        type_name = self.plan.steps[node_id].node.type.qualified_name
+    def _keep(self, node_id: str, output: NodeOutput) -> None:
+        if not isinstance(self.produced.get(node_id), PrefectFuture):
+            self.produced[node_id] = output
+
+    def _failed(self, node_id: str, exc: BaseException, task_run_id: str | None) -> Outcome:
+        """A node failed for good (its retries are spent): apply its policy's action."""
+        if isinstance(exc, NodeNotStarted):
+            self._block(node_id, str(exc))
+            return Outcome.STOPPED
+        action = self._action(node_id)
+        if action == "fallback":
+            policy = self.tasks[node_id].error_policy.fallback
+            assert policy is not None
+            if policy.type is not None:
+                self._failures[node_id] = (exc, task_run_id)
+                return Outcome.RUN_FALLBACK
+            output = NodeOutput(dict(policy.outputs or {}), 0.0, 0)
+            self.produced[node_id] = output
+            self._fell_back(node_id, exc, task_run_id, "default outputs")
+            return Outcome.PRODUCED
+        step = self.plan.steps[node_id]
+        type_name = step.node.type.qualified_name
+        error = NodeError.from_exception(node_id, type_name, exc)
+        skipped = action == "skip"
         report = NodeReport(
             node_id,
             type_name,
-            NodeState.FAILED,
+            NodeState.SKIPPED if skipped else NodeState.FAILED,
             getattr(exc, "nodegraph_duration_s", None),
-            error=NodeError.from_exception(node_id, type_name, exc),
+            error=error,
             task_run_id=task_run_id,
             attempts=getattr(exc, "nodegraph_attempts", 1),
+            reason=f"skipped by policy after {error.error_type}: {error.message}"
+            if skipped
+            else None,
         )
         self._report(report)
+        if action == "halt" and self.halted_at is None:
+            self.halted_at = node_id
+            if self.run_id is not None:
+                stop_starting_nodes(self.run_id)
+        for blocked in sorted(descendants(self._successors, [node_id]) & self._running):
+            if skipped:
+                self._skip(blocked, f"upstream node {node_id!r} was skipped")
+            else:
+                self._block(blocked, f"not run: upstream node {node_id!r} failed")
+        return Outcome.STOPPED
+
+    def _finish_fallback(self, node_id: str, state: State[Any] | BaseException) -> Outcome:
+        exc, task_run_id = self._failures.pop(node_id)
+        fallback_name = self.tasks[node_id].node.fallback_type.qualified_name  # type: ignore[union-attr]
+        if isinstance(state, State) and state.is_completed():
+            self.produced[node_id] = _completed_value(state)
+            self._fell_back(node_id, exc, task_run_id, f"fallback node type {fallback_name}")
+            return Outcome.PRODUCED
+        if isinstance(state, State):
+            fallback_exc = state.result(raise_on_failure=False)
+        else:
+            fallback_exc = state
+        note = f"; its fallback {fallback_name} failed too: {fallback_exc}"
+        self._policy_free_failure(node_id, exc, task_run_id, note)
+        return Outcome.STOPPED
+
+    def _policy_free_failure(
+        self, node_id: str, exc: BaseException, task_run_id: str | None, note: str
+    ) -> None:
+        type_name = self.plan.steps[node_id].node.type.qualified_name
+        error = NodeError.from_exception(node_id, type_name, exc)
+        error.message += note
+        self._report(
+            NodeReport(
+                node_id,
+                type_name,
+                NodeState.FAILED,
+                getattr(exc, "nodegraph_duration_s", None),
+                error=error,
+                task_run_id=task_run_id,
+                attempts=getattr(exc, "nodegraph_attempts", 1),
+            )
+        )
         for blocked in sorted(descendants(self._successors, [node_id]) & self._running):
             self._block(blocked, f"not run: upstream node {node_id!r} failed")
+
+    def _fell_back(
+        self, node_id: str, exc: BaseException, task_run_id: str | None, source: str
+    ) -> None:
+        step = self.plan.steps[node_id]
+        type_name = step.node.type.qualified_name
+        error = NodeError.from_exception(node_id, type_name, exc)
+        self.tainted |= descendants(self._successors, [node_id])
+        self._report(
+            NodeReport(
+                node_id,
+                type_name,
+                NodeState.FALLBACK,
+                getattr(exc, "nodegraph_duration_s", None),
+                error=error,
+                task_run_id=task_run_id,
+                attempts=getattr(exc, "nodegraph_attempts", 1),
+                reason=f"{source} stood in after {error.error_type}: {error.message}",
+            )
+        )
+        self._release_inputs(step)
 
     def _block(self, node_id: str, reason: str) -> None:
         if node_id in self.reports:
             return
         node_type = self.plan.steps[node_id].node.type.qualified_name
+        if self.halted_at is not None:
+            self._report(
+                NodeReport(node_id, node_type, NodeState.PENDING, reason=self._halt_reason())
+            )
+            return
         error = NodeError(node_id, node_type, ErrorType.DEPENDENCY, reason)
-        self._report(NodeReport(node_id, node_type, NodeState.UPSTREAM_FAILED, error=error))
+        self._report(
+            NodeReport(node_id, node_type, NodeState.UPSTREAM_FAILED, error=error, reason=reason)
+        )
+
+    def _skip(self, node_id: str, reason: str) -> None:
+        if node_id in self.reports:
+            return
+        node_type = self.plan.steps[node_id].node.type.qualified_name
+        self._report(NodeReport(node_id, node_type, NodeState.SKIPPED, reason=reason))
+
+    def _halt_reason(self) -> str:
+        return f"not run: the run halted after node {self.halted_at!r} failed"
 
     def _release_inputs(self, step: PlanStep) -> None:
         for upstream in step.upstream:
@@ -335,15 +567,20 @@ class GraphExecution:
                 self.produced.pop(upstream, None)
 
     def _report(self, report: NodeReport) -> None:
-        # Every report carries its node's key, whatever the path that made it.
+        # Every report carries its node's key, whatever the path that made it; a node
+        # computed from a fallback has no key: its result is not the key's.
         key = self.keys.get(report.node_id)
-        if report.cache_key is None and key is not None:
-            report.cache_key = key.key
+        if report.cache_key is None and key is not None and report.node_id not in self.tainted:
+            if report.state != NodeState.FALLBACK:
+                report.cache_key = key.key
         self.reports[report.node_id] = report
         if self.listener is not None:
             self.listener(report, len(self.reports), len(self.plan.order))
 
     def _result(self) -> RunResult:
+        for node_id in self.plan.order:
+            if node_id not in self.reports:  # behind a halt
+                self._block(node_id, "not run")
         outputs: dict[str, Any] = {}
         for request in self.plan.outputs:
             report = self.reports.get(request.node)
@@ -354,13 +591,22 @@ class GraphExecution:
                 produced = _completed_value(produced.state)
             output: NodeOutput = produced
             outputs[request.name] = output.values[request.port]
-        failed = any(not r.state.ok for r in self.reports.values())
+        states = {r.state for r in self.reports.values()}
+        if self.halted_at is not None:
+            run_state = RunState.HALTED
+        elif states & {NodeState.FAILED, NodeState.UPSTREAM_FAILED, NodeState.PENDING}:
+            run_state = RunState.FAILED
+        elif NodeState.SKIPPED in states:
+            run_state = RunState.PARTIAL
+        else:
+            run_state = RunState.COMPLETED
         ordered = {n: self.reports[n] for n in self.plan.order}
         return RunResult(
             graph=self.plan.name,
-            state=RunState.FAILED if failed else RunState.COMPLETED,
+            state=run_state,
             outputs=outputs,
             nodes=ordered,
+            halted_at=self.halted_at,
         )
 
 

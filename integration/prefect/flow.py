@@ -17,21 +17,26 @@ with one task per node. Calling the flow returns ``{output name: value}`` and ra
 from __future__ import annotations
 
 import inspect
+import logging
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prefect import Flow
+from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
+from prefect.states import Completed, Crashed
 
 from integration.cache.factory import cache_folder, hierarchy_for
 from integration.cache.hierarchy import CacheHierarchy
 from integration.cache.history import record_run
 from integration.cache.keys import graph_keys
 from integration.config import CachingConfig, NodegraphConfig, load_config
-from integration.errors import NodegraphError
+from integration.errors import ConfigError, NodegraphError
 from integration.graph.load import GraphSource, load_graph
 from integration.graph.policy import ErrorPolicy, RetryPolicy
 from integration.graph.registry import NodeRegistry
@@ -40,7 +45,10 @@ from integration.plan import Plan, make_plan
 from integration.prefect.execute import GraphExecution, NodeListener, NodeTasks
 from integration.prefect.runners import task_runner_for
 from integration.prefect.storage import TieredResultStorage, key_policy
-from integration.result import RunResult
+from integration.result import NodeState, RunResult, RunState
+from integration.runs import RunRecord, abandoned_runs, load_record, runs_folder, save_record
+
+logger = logging.getLogger("nodegraph.run")
 
 _PYTHON_TYPES: dict[str, Any] = {
     "int": int,
@@ -53,13 +61,22 @@ _PYTHON_TYPES: dict[str, Any] = {
 
 
 class GraphRunFailed(NodegraphError):
-    """A graph flow finished with failed nodes; ``result`` holds the full report."""
+    """A graph flow failed or halted; ``result`` holds the full report."""
 
     def __init__(self, result: RunResult) -> None:
         self.result = result
-        failed = [e for e in result.errors if e.error_type != "dependency"]
+        failed = [
+            r.error
+            for r in result.nodes.values()
+            if r.error is not None and r.state == NodeState.FAILED
+        ]
         lines = [f"{e.node_id} ({e.node_type}): {e.error_type}: {e.message}" for e in failed]
-        super().__init__(f"graph {result.graph!r} failed:\n  " + "\n  ".join(lines))
+        if result.state == RunState.HALTED:
+            head = f"graph {result.graph!r} halted at node {result.halted_at!r}"
+        else:
+            head = f"graph {result.graph!r} failed"
+        hint = f"\n(resume with: {result.resume_hint})" if result.resume_hint else ""
+        super().__init__(f"{head}:\n  " + "\n  ".join(lines) + hint)
 
 
 @dataclass
@@ -109,10 +126,14 @@ def flow_from_plan(
     caching: CachingConfig | None = None,
     refresh: bool = False,
     retry: RetryPolicy | None = None,
+    default_policy: ErrorPolicy | None = None,
+    resume: RunRecord | None = None,
 ) -> Flow[..., dict[str, Any]]:
     """The Prefect flow that runs ``plan``.
 
-    ``retry`` is the default retry policy for nodes whose own policy sets none.
+    ``default_policy`` fills what nodes' own policies leave unset (``retry`` is a
+    shorthand for its retry part). ``resume`` continues a recorded run: the new run
+    shares that run's checkpoints of ``cacheable=False`` nodes.
 
     With ``caching`` (enabled), node results are keyed by content and stored in the
     configured tiers; cached nodes are loaded instead of run. ``refresh`` recomputes
@@ -123,13 +144,19 @@ def flow_from_plan(
     caching = caching if caching is not None and caching.enable else None
     storage = TieredResultStorage.for_config(caching) if caching is not None else None
     policy = key_policy(caching) if caching is not None else None
+    defaults = (default_policy or ErrorPolicy()).merged_over(ErrorPolicy(retry=retry))
     tasks = {
         n: NodeTasks(
-            plan.steps[n].node, tag_node_types, storage, policy, _retry(plan.steps[n].node, retry)
+            plan.steps[n].node,
+            tag_node_types,
+            storage,
+            policy,
+            _effective_policy(plan.steps[n].node, defaults),
+            kill_on_timeout=processes and strategy != "sequential",
         )
         for n in plan.order
     }
-    state = _FlowState(plan, tasks, label, max_workers, caching, refresh)
+    state = _FlowState(plan, tasks, label, max_workers, caching, refresh, resume)
     bound = plan.graph
 
     def run_graph_flow(**inputs: Any) -> dict[str, Any]:
@@ -146,9 +173,8 @@ def flow_from_plan(
     )
 
 
-def _retry(node: BoundNode, default: RetryPolicy | None) -> RetryPolicy | None:
-    own = node.policy or ErrorPolicy()
-    return own.merged_over(ErrorPolicy(retry=default)).retry
+def _effective_policy(node: BoundNode, default: ErrorPolicy) -> ErrorPolicy:
+    return (node.policy or ErrorPolicy()).merged_over(default)
 
 
 class _FlowState:
@@ -159,7 +185,15 @@ class _FlowState:
     process that built the flow runs its body.
     """
 
-    __slots__ = ("caching", "max_workers", "plan", "refresh", "strategy", "tasks")
+    __slots__ = (
+        "caching",
+        "max_workers",
+        "plan",
+        "refresh",
+        "resume",
+        "strategy",
+        "tasks",
+    )
 
     def __init__(
         self,
@@ -169,6 +203,7 @@ class _FlowState:
         max_workers: int | None = None,
         caching: CachingConfig | None = None,
         refresh: bool = False,
+        resume: RunRecord | None = None,
     ) -> None:
         self.caching = caching
         self.refresh = refresh
@@ -176,6 +211,7 @@ class _FlowState:
         self.tasks = tasks
         self.strategy = strategy
         self.max_workers = max_workers
+        self.resume = resume
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_state_elsewhere, (self.plan.name,))
@@ -185,14 +221,23 @@ def _state_elsewhere(graph_name: str) -> None:
     return None
 
 
-def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> dict[str, Any]:
+def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
     if state is None:
         raise RuntimeError("a graph flow body runs only in the process that built the flow")
     session = _current_session()
     values = resolve_inputs(state.plan.graph, inputs)
     flow_run = FlowRunContext.get()
     run_id = str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None
-    keys = graph_keys(state.plan.graph, values, run_id) if state.caching else None
+    record = None
+    keys = None
+    if state.caching:
+        folder = runs_folder(cache_folder(state.caching))
+        _mark_crashed(folder)
+        run_id = run_id or uuid.uuid4().hex
+        scope = state.resume.scope if state.resume else run_id
+        keys = graph_keys(state.plan.graph, values, scope)
+        record = _begin_record(state, run_id, values, scope)
+        save_record(folder, record, active=True)
     execution = GraphExecution(
         state.plan,
         state.tasks,
@@ -201,22 +246,86 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> dict[str, Any
         keys=keys,
         cache=hierarchy_for(state.caching) if state.caching else None,
         refresh=state.refresh,
+        resuming=state.resume is not None,
+        run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,
     )
     started = time.perf_counter()
-    if state.strategy == "sequential":
-        result = execution.run_sequential()
-    else:
-        result = execution.run_parallel(window=state.max_workers)
+    try:
+        if state.strategy == "sequential":
+            result = execution.run_sequential()
+        else:
+            result = execution.run_parallel(window=state.max_workers)
+    except BaseException:
+        if record is not None:
+            record.state, record.finished = "crashed", time.time()
+            save_record(folder, record)
+        raise
     result.duration_s = time.perf_counter() - started
     result.strategy = state.strategy
-    if execution.cache is not None:
+    result.flow_run_id = str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None
+    if record is not None:
+        assert state.caching is not None and execution.cache is not None
         _record_cache_use(state.caching, execution.cache, result)
-    result.flow_run_id = run_id
+        result.resume_id = run_id
+        record.state, record.halted_at, record.finished = (
+            result.state,
+            result.halted_at,
+            time.time(),
+        )
+        save_record(folder, record)
     if session is not None:
         session.results.append(result)
+    if result.state == RunState.PARTIAL:
+        skipped = result.skipped
+        return Completed(
+            data=result.outputs,
+            message=f"partial: {len(skipped)} node(s) skipped by policy: {', '.join(skipped)}",
+        )
     if not result.ok:
         raise GraphRunFailed(result)
     return result.outputs
+
+
+def _begin_record(state: _FlowState, run_id: str, values: dict[str, Any], scope: str) -> RunRecord:
+    plan = state.plan
+    return RunRecord.begin(
+        run_id,
+        plan.name,
+        plan.graph.graph.model_dump(mode="json", by_alias=True, exclude_none=True),
+        values,
+        [request.name for request in plan.outputs],
+        state.strategy.split("+")[0],
+        scope,
+        processes=state.strategy.endswith("+processes"),
+        max_workers=state.max_workers,
+        resumes=state.resume.run_id if state.resume else None,
+    )
+
+
+def _mark_crashed(folder: Path) -> None:
+    """Mark runs whose process died (SIGKILL, power loss) as crashed: in their record
+    and, when the Prefect API still knows them, as a ``Crashed`` flow run.
+
+    A flow called in a process has no heartbeat, so Prefect itself leaves such a run
+    ``Running`` for ever; nodegraph notices at the next run on the same host.
+    """
+    for record in abandoned_runs(folder):
+        record.state, record.finished = "crashed", time.time()
+        save_record(folder, record)
+        try:
+            with get_client(sync_client=True) as client:
+                flow_run = client.read_flow_run(uuid.UUID(record.run_id))
+                if flow_run.state is None or not flow_run.state.is_final():
+                    client.set_flow_run_state(
+                        flow_run.id,
+                        Crashed(
+                            message=f"nodegraph: process {record.pid} on {record.host} "
+                            "died while running this flow"
+                        ),
+                        force=True,
+                    )
+        except Exception as exc:  # the API of that run may be gone (a temporary server)
+            logger.info("could not mark flow run %s crashed: %s", record.run_id, exc)
 
 
 def _record_cache_use(caching: CachingConfig, cache: CacheHierarchy, result: RunResult) -> None:
@@ -227,6 +336,7 @@ def _record_cache_use(caching: CachingConfig, cache: CacheHierarchy, result: Run
             "graph": result.graph,
             "executed": counts.get("completed", 0) + counts.get("failed", 0),
             "cached": counts.get("cached", 0),
+            "fallback": counts.get("fallback", 0),
             "tier_errors": dict(cache.errors),
         },
     )
@@ -280,6 +390,7 @@ def _configured_flow(
     max_workers: int | None,
     cache: bool | None = None,
     refresh: bool = False,
+    resume: RunRecord | None = None,
 ) -> Flow[..., dict[str, Any]]:
     """``flow_from_plan`` with arguments not given taken from the configuration."""
     caching = config.caching
@@ -293,7 +404,15 @@ def _configured_flow(
         tag_node_types=config.execution.tag_node_types,
         caching=caching,
         refresh=refresh,
-        retry=default_retry(config),
+        default_policy=default_policy(config),
+        resume=resume,
+    )
+
+
+def default_policy(config: NodegraphConfig) -> ErrorPolicy:
+    """The policy the configuration gives nodes: retries and timeout."""
+    return ErrorPolicy(
+        retry=default_retry(config), timeout_seconds=config.execution.timeout_seconds
     )
 
 
@@ -329,6 +448,48 @@ def run(
     plan = prepare(graph, outputs, registry, config)
     values = resolve_inputs(plan.graph, inputs or {})
     flow = _configured_flow(plan, config, strategy, processes, max_workers, cache, refresh)
+    return _call(flow, plan, values, on_node_finished)
+
+
+def resume(
+    run_id: str,
+    *,
+    strategy: str | None = None,
+    processes: bool | None = None,
+    max_workers: int | None = None,
+    registry: NodeRegistry | None = None,
+    config: NodegraphConfig | None = None,
+    on_node_finished: NodeListener | None = None,
+) -> RunResult:
+    """Continue a recorded run (halted, failed or crashed) as a new flow run.
+
+    The graph, inputs and outputs come from the run's record; what finished is read
+    from the cache, including the checkpoints of that run's ``cacheable=False`` nodes.
+    The strategy is the recorded one unless given.
+    """
+    config = config or load_config()
+    if not config.caching.enable:
+        raise ConfigError("resume reads finished nodes from the cache: enable caching")
+    record = load_record(runs_folder(cache_folder(config.caching)), run_id)
+    plan = prepare(record.document, record.outputs, registry, config)
+    values = resolve_inputs(plan.graph, record.decoded_inputs())
+    flow = _configured_flow(
+        plan,
+        config,
+        strategy or record.strategy,
+        record.processes if processes is None else processes,
+        max_workers or record.max_workers,
+        resume=record,
+    )
+    return _call(flow, plan, values, on_node_finished)
+
+
+def _call(
+    flow: Flow[..., Any],
+    plan: Plan,
+    values: dict[str, Any],
+    on_node_finished: NodeListener | None,
+) -> RunResult:
     session = _Session(listener=on_node_finished)
     token = _session.set(session)
     try:

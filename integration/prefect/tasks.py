@@ -10,6 +10,8 @@ reference; the ``NodeType`` it receives pickles by pack reference (see the regis
 from __future__ import annotations
 
 import copy
+import logging
+from collections.abc import Mapping
 from time import perf_counter
 from typing import Any
 
@@ -18,13 +20,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 
-from integration.errors import NodegraphError, NodeInputError, NodeOutputError
+from integration.errors import ErrorType, NodegraphError, NodeInputError, NodeOutputError
 from integration.graph.context import ExecutionContext
 from integration.graph.nodetype import NodeType
 from integration.graph.policy import RetryPolicy
 from integration.graph.transforms import TransformSpec, apply_transform
 from integration.graph.validate import BoundNode
 from integration.prefect.storage import NodeKeyPolicy
+from integration.timeouts import call_with_timeout, invoke_in_process
 
 Upstream = tuple[Any, str | None, TransformSpec | None]
 """How an input arrives: ``(producer, port, transform)``.
@@ -50,6 +53,26 @@ class NodeOutput:
         return f"NodeOutput(ports={list(self.values)}, duration_s={self.duration_s:.6f})"
 
 
+class NodeNotStarted(NodegraphError):
+    """The run stopped scheduling (a halt) before this already-submitted node began."""
+
+    error_type = ErrorType.DEPENDENCY
+
+
+_stopped_runs: set[str] = set()
+"""Flow runs that start no more nodes: a node task submitted early (prefetched) checks
+this before it begins. In this process only: a process pool may still start a node it
+had already received."""
+
+
+def stop_starting_nodes(flow_run_id: str, stop: bool = True) -> None:
+    """Close (or, with ``stop=False``, reopen) the gate of a flow run's node tasks."""
+    if stop:
+        _stopped_runs.add(flow_run_id)
+    else:
+        _stopped_runs.discard(flow_run_id)
+
+
 class TransformError(NodegraphError, ValueError):
     """An edge transform could not convert the value it received."""
 
@@ -62,10 +85,14 @@ def execute_node(
     literals: dict[str, Any],
     upstream: dict[str, Upstream],
     cache_key: str | None = None,
+    kill_after: float | None = None,
 ) -> NodeOutput:
     """Gather a node's inputs, check them, run the node and time it.
 
     ``cache_key`` is not used here: ``NodeKeyPolicy`` reads it as the Prefect cache key.
+    The task's ``timeout_seconds`` is enforced here on a thread (see
+    ``integration.timeouts``); ``kill_after`` runs the node in a child process instead,
+    killed after that many seconds.
     """
     values = dict(literals)
     for port, (producer, source_port, transform) in upstream.items():
@@ -82,12 +109,28 @@ def execute_node(
     problems = node_type.check_inputs(values)
     if problems:
         raise NodeInputError(f"node {node_id!r}: " + "; ".join(problems))
-    context = _context(node_type, node_id) if node_type.context_param else None
     run_context = TaskRunContext.get()
+    if _stopped_runs and run_context and str(run_context.task_run.flow_run_id) in _stopped_runs:
+        raise NodeNotStarted(f"node {node_id!r} did not start: the run stopped scheduling")
+    context = _context(node_type, node_id) if node_type.context_param else None
     attempt = run_context.task_run.run_count if run_context and run_context.task_run else 1
+    timeout = run_context.task.timeout_seconds if run_context else None
     start = perf_counter()
     try:
-        outputs = node_type.invoke(values, context)
+        if kill_after is not None:
+            invocation = ChildInvocation(
+                node_type, node_id, context.execution_id if context else ""
+            )
+            outputs = invoke_in_process(invocation, values, kill_after, what=f"node {node_id!r}")
+        elif timeout is None:
+            outputs = node_type.invoke(values, context)
+        else:
+            outputs = call_with_timeout(
+                lambda: node_type.invoke(values, context),
+                timeout,
+                context.stop_requested.set if context else None,
+                what=f"node {node_id!r}",
+            )
     except BaseException as exc:
         _annotate(exc, perf_counter() - start, attempt)
         raise
@@ -98,6 +141,27 @@ def execute_node(
         _annotate(error, elapsed, attempt)
         raise error
     return NodeOutput(outputs, elapsed, max(attempt, 1))
+
+
+class ChildInvocation:
+    """Run a node in a child process (``kill_after``), with a context of its own
+    whose logger is a plain ``logging`` logger: Prefect's run logger stays behind."""
+
+    def __init__(self, node_type: NodeType, node_id: str, execution_id: str) -> None:
+        self.node_type = node_type
+        self.node_id = node_id
+        self.execution_id = execution_id
+
+    def __call__(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        context = None
+        if self.node_type.context_param:
+            context = ExecutionContext(
+                execution_id=self.execution_id,
+                node_id=self.node_id,
+                node_type=self.node_type.qualified_name,
+                logger=logging.getLogger(f"nodegraph.node.{self.node_id}"),
+            )
+        return self.node_type.invoke(values, context)
 
 
 def _annotate(exc: BaseException, seconds: float, attempt: int) -> None:
@@ -137,6 +201,19 @@ def _context(node_type: NodeType, node_id: str) -> ExecutionContext:
     )
 
 
+class _EngineEnforcedTimeout(logging.Filter):
+    """Drops Prefect's warning that a timeout cannot interrupt a worker thread: for node
+    tasks the engine enforces the timeout itself (``integration.timeouts``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            isinstance(record.msg, str)
+            and record.msg.startswith("Timeout of %s seconds configured for this task")
+        )
+
+
+logging.getLogger("prefect.task_runs").addFilter(_EngineEnforcedTimeout())
+
 NODE_TASK: Task[..., NodeOutput] = Task(
     fn=execute_node,
     name="node",
@@ -154,6 +231,7 @@ def node_task(
     refresh: bool = False,
     policy: Any = None,
     retry: RetryPolicy | None = None,
+    timeout_seconds: float | None = None,
 ) -> Task[..., NodeOutput]:
     """The Prefect task of one node: named after the node, tagged with its type.
 
@@ -167,7 +245,8 @@ def node_task(
 
     With ``storage`` (a ``TieredResultStorage``), the result is persisted under the
     node's cache key; ``refresh`` recomputes and overwrites instead of reading it.
-    ``retry`` sets Prefect's retries, per-retry delays, jitter and retry condition.
+    ``retry`` sets Prefect's retries, per-retry delays, jitter and retry condition;
+    ``timeout_seconds`` its timeout, which ``execute_node`` enforces on every runner.
     """
     task = copy.copy(NODE_TASK)
     task.name = node.id
@@ -183,4 +262,17 @@ def node_task(
         task.retry_delay_seconds = retry.delays()
         task.retry_jitter_factor = retry.jitter or None
         task.retry_condition_fn = RetryCondition(retry)
+    task.timeout_seconds = timeout_seconds
+    return task
+
+
+def fallback_task(
+    node: BoundNode, fallback_type: NodeType, timeout_seconds: float | None = None
+) -> Task[..., NodeOutput]:
+    """The task that runs ``fallback_type`` in place of a failed node: no retries, and
+    never persisted, since its result is not the node's own."""
+    task = copy.copy(NODE_TASK)
+    task.name = task.task_run_name = f"{node.id}.fallback"
+    task.tags = {fallback_type.qualified_name, *node.tags}
+    task.timeout_seconds = timeout_seconds
     return task

@@ -33,3 +33,15 @@ gather = NodeType(
 def add(x: int, b: int = 1) -> int:
     """x + b."""
     return x + b
+
+
+_failed_once: set[str] = set()
+
+
+@node
+def flaky_inc(x: int, fail_token: str = "") -> int:
+    """x + 1; with a ``fail_token`` it first fails once per token (in this process)."""
+    if fail_token and fail_token not in _failed_once:
+        _failed_once.add(fail_token)
+        raise ConnectionError(f"bench: planned failure {fail_token}")
+    return x + 1
