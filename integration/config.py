@@ -38,7 +38,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 from integration.errors import ConfigError
 
-Strategy = Literal["sequential", "parallel"]
+Strategy = Literal["sequential", "parallel", "distributed"]
 ENV_PREFIX = "NODEGRAPH_"
 CONFIG_FILE_NAMES = (Path("nodegraph.yaml"), Path.home() / ".config" / "nodegraph" / "config.yaml")
 _environ: ContextVar[Mapping[str, str] | None] = ContextVar("nodegraph_environ", default=None)
@@ -65,7 +65,8 @@ class ExecutionConfig(_Section):
 
     strategy: Strategy = Field(
         default="sequential",
-        description="sequential: direct task calls; parallel: a thread or process pool.",
+        description="sequential: direct task calls; parallel: a thread or process pool; "
+        "distributed: a Dask cluster.",
     )
     max_workers: int | None = Field(
         default=None, ge=1, description="Pool size for the parallel strategy (default: CPUs)."
@@ -96,10 +97,60 @@ class ExecutionConfig(_Section):
     node_modules: list[str] = Field(
         default_factory=list, description="Importable modules to load as node packs."
     )
+    dask_address: str | None = Field(
+        default=None,
+        description="distributed: the scheduler of an existing cluster (tcp://host:port); "
+        "default: a temporary local cluster.",
+    )
+    threads_per_worker: int = Field(
+        default=1, ge=1, description="distributed, local cluster: threads per worker."
+    )
+    worker_memory_limit: str | None = Field(
+        default=None,
+        description="distributed, local cluster: memory per worker ('4GB'; default: "
+        "the machine's memory shared among the workers).",
+    )
+    worker_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="distributed, local cluster: extra resources every worker advertises "
+        "(Dask names: GPU, MEMORY, ...).",
+    )
+    gpus: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="distributed, local cluster: one dask-cuda worker per GPU when pynvml "
+        "finds GPUs (auto), always (on), or never (off).",
+    )
 
 
 class ResourceManagementConfig(_Section):
-    """Resource limits; the resource-aware scheduler reads this section."""
+    """What the local resource pool offers, and when memory spills to disk."""
+
+    cpu_cores: float | None = Field(
+        default=None, gt=0, description="Cores nodes may hold at once (default: this machine's)."
+    )
+    memory_mb: float | None = Field(
+        default=None, gt=0, description="Memory nodes may hold at once, MB (default: RAM)."
+    )
+    gpu_count: float | None = Field(
+        default=None, ge=0, description="GPUs (default: as many as pynvml finds)."
+    )
+    gpu_memory_mb: float | None = Field(
+        default=None, ge=0, description="Memory of one GPU, MB (default: pynvml's reading)."
+    )
+    disk_space_mb: float | None = Field(default=None, ge=0, description="Scratch disk, MB.")
+    network_bandwidth_mbps: float | None = Field(
+        default=None, ge=0, description="Network bandwidth, Mbit/s."
+    )
+    offload_threshold: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="Fraction of memory in use above which outputs still needed spill to "
+        "disk (on Dask: the workers' spill fraction).",
+    )
+
+    def capacity_overrides(self) -> dict[str, float | None]:
+        return self.model_dump(exclude={"offload_threshold"})
 
 
 CacheLevel = Literal["memory", "disk", "redis", "s3"]

@@ -241,6 +241,75 @@ def own_moto_server() -> Iterator[MotoServer]:
     server.stop()
 
 
+class DaskCluster:
+    """A real ``dask scheduler`` and ``dask worker`` processes on loopback.
+
+    Workers are named; ``gpu_workers`` of them advertise ``GPU=1`` (no real GPU needed:
+    placement only reads the advertised resource).
+    """
+
+    def __init__(self, folder: Path, workers: int = 2, gpu_workers: int = 1) -> None:
+        dask = require_binary("dask")
+        self.port = free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.log = (folder / "dask.log").open("wb")
+        self.scheduler = subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+             "--no-dashboard", "--no-show"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        for index in range(workers):
+            gpu = index >= workers - gpu_workers
+            self.start_worker(f"gpu-{index}" if gpu else f"cpu-{index}", gpu)
+        self.wait_for_workers(workers)
+
+    def start_worker(self, name: str, gpu: bool = False) -> None:
+        command = [
+            require_binary("dask"), "worker", self.address, "--name", name,
+            "--nthreads", "2", "--nworkers", "1", "--no-dashboard", "--no-nanny",
+            "--host", "127.0.0.1", "--local-directory", str(self.folder / name),
+            "--resources", "GPU=1,CPU=2" if gpu else "CPU=2",
+        ]  # fmt: skip
+        self.workers[name] = subprocess.Popen(
+            command, stdout=self.log, stderr=subprocess.STDOUT, env=os.environ.copy()
+        )
+
+    def wait_for_workers(self, count: int, limit_s: float = 60) -> None:
+        import distributed
+
+        with distributed.Client(self.address, timeout=limit_s, set_as_default=False) as client:
+            client.wait_for_workers(count, timeout=limit_s)
+
+    def kill_worker(self, name: str) -> None:
+        self.workers[name].kill()
+        self.workers[name].wait(10)
+
+    def stop(self) -> None:
+        for process in self.workers.values():
+            stop_process(process)
+        stop_process(self.scheduler)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory, prefect_server) -> Iterator[DaskCluster]:
+    """One scheduler and two workers (``cpu-0`` and ``gpu-1`` with GPU=1) for the session."""
+    cluster = DaskCluster(tmp_path_factory.mktemp("dask"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def own_dask_cluster(tmp_path: Path, prefect_server) -> Iterator[DaskCluster]:
+    """A cluster of this test's own, for tests that kill workers."""
+    cluster = DaskCluster(tmp_path / "dask", workers=2, gpu_workers=0)
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture(autouse=True)
 def _private_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test caches into its own folder (and so gets its own memory tier too)."""

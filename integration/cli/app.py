@@ -104,7 +104,13 @@ def run(
     processes: Annotated[
         bool | None, typer.Option("--processes/--threads", help="parallel: process pool.")
     ] = None,
-    max_workers: Annotated[int | None, typer.Option(min=1, help="Pool size.")] = None,
+    max_workers: Annotated[
+        int | None, typer.Option(min=1, help="Pool size; distributed: local workers.")
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="distributed: an existing scheduler, tcp://host:port."),
+    ] = None,
     input_: Annotated[
         list[str] | None, typer.Option("--input", "-i", help="name=value (repeatable).")
     ] = None,
@@ -122,6 +128,9 @@ def run(
     """Run a graph as a Prefect flow and print its outputs and a per-node summary."""
     try:
         config = _config(config_file, nodes)
+        if address:
+            config.execution.dask_address = address
+            strategy = strategy or "distributed"
         graph = load_graph(file)
         inputs = parse_inputs(graph, input_ or [])
         registry = _registry(config)

@@ -28,6 +28,7 @@ StrategyOption = Annotated[
     typer.Option(
         "--strategy",
         "-s",
-        help="sequential or parallel (default: the config's; for resume, the run's own).",
+        help="sequential, parallel or distributed (default: the config's; for resume, "
+        "the run's own).",
     ),
 ]

@@ -30,6 +30,7 @@ from pydantic import (
 
 from integration.graph.policy import ErrorPolicy
 from integration.graph.transforms import TransformSpec
+from integration.resources.requirements import ResourceRequirement
 
 SCHEMA_VERSION = "nodegraph/v1"
 GRAPH_INPUTS = "inputs"
@@ -74,6 +75,9 @@ class NodeSpec(_Strict):
     overrides: NodeOverrides = Field(default_factory=NodeOverrides)
     on_error: ErrorPolicy | None = Field(
         default=None, description="Overrides the node type's error policy."
+    )
+    resources: ResourceRequirement | None = Field(
+        default=None, description="Overrides the node type's resource requirement."
     )
 
 

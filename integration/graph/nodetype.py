@@ -28,6 +28,7 @@ from integration.graph.context import ExecutionContext
 from integration.graph.policy import ErrorPolicy
 from integration.graph.ports import MISSING, InputPort, OutputPort, Port
 from integration.graph.types import ANY, check_value, type_name
+from integration.resources.requirements import ResourceRequirement
 
 DEFAULT_OUTPUT = "out"
 
@@ -57,6 +58,7 @@ class NodeType:
         category: str = "",
         fingerprint: Callable[..., Any] | None = None,
         on_error: ErrorPolicy | Mapping[str, Any] | None = None,
+        resources: ResourceRequirement | Mapping[str, Any] | None = None,
     ) -> None:
         self.fn = fn
         self.name = name
@@ -70,6 +72,9 @@ class NodeType:
         self.category = category
         self.fingerprint = fingerprint
         self.on_error = ErrorPolicy.model_validate(on_error) if on_error is not None else None
+        self.resources = (
+            ResourceRequirement.model_validate(resources) if resources is not None else None
+        )
         self.pack: str | None = None
         self.pack_source: Any = None  # a registry.PackSource once loaded from a pack
         self._checked_inputs = tuple(p for p in inputs.values() if p.has_constraints)
@@ -187,6 +192,7 @@ def node(
     category: str = "",
     fingerprint: Callable[..., Any] | None = None,
     on_error: ErrorPolicy | Mapping[str, Any] | None = None,
+    resources: ResourceRequirement | Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], NodeType]: ...
 
 
@@ -203,6 +209,7 @@ def node(
     category: str = "",
     fingerprint: Callable[..., Any] | None = None,
     on_error: ErrorPolicy | Mapping[str, Any] | None = None,
+    resources: ResourceRequirement | Mapping[str, Any] | None = None,
 ) -> NodeType | Callable[[Callable[..., Any]], NodeType]:
     """Turn a plain function into a ``NodeType``.
 
@@ -217,6 +224,8 @@ def node(
     (ComfyUI's ``IS_CHANGED``) is called with the node's literal inputs before a run;
     its value joins the cache key, and NaN means "never cached". ``on_error`` is the
     type's default error policy (``{"retry": {"attempts": 3}}``); a node overrides it.
+    ``resources`` is what one running instance holds (``{"gpu_count": 1}``), used for
+    placement on Dask and for the local resource pool; a node overrides it too.
     """
 
     def decorate(function: Callable[..., Any]) -> NodeType:
@@ -231,6 +240,7 @@ def node(
             category=category,
             fingerprint=fingerprint,
             on_error=on_error,
+            resources=resources,
         )
 
     return decorate(fn) if fn is not None else decorate
@@ -248,6 +258,7 @@ def _build_node_type(
     category: str,
     fingerprint: Callable[..., Any] | None = None,
     on_error: ErrorPolicy | Mapping[str, Any] | None = None,
+    resources: ResourceRequirement | Mapping[str, Any] | None = None,
 ) -> NodeType:
     where = f"node function {fn.__module__}.{fn.__qualname__}"
     try:
@@ -303,6 +314,7 @@ def _build_node_type(
         category=category,
         fingerprint=fingerprint,
         on_error=on_error,
+        resources=resources,
     )
 
 

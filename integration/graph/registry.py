@@ -238,17 +238,26 @@ def _remember(source: PackSource, registry: NodeRegistry) -> None:
     _loaded.setdefault(source, registry)
 
 
-def resolve_node_type(source: PackSource, name: str) -> NodeType:
-    """Find a type by pack source and name, loading the pack in this process if needed.
-
-    This is what a pickled ``NodeType`` turns back into on a worker.
-    """
+def resolve_pack(source: PackSource) -> NodeRegistry:
+    """The types of a pack, loading it in this process if needed (workers do this)."""
     registry = _loaded.get(source)
-    if registry is None or name not in registry:
+    if registry is None:
         registry = NodeRegistry()
         if source.kind == "path":
             registry._load_pack_at(Path(source.location))
         else:
             registry.load_module(source.location)
         _loaded[source] = registry
+    return registry
+
+
+def resolve_node_type(source: PackSource, name: str) -> NodeType:
+    """Find a type by pack source and name, loading the pack in this process if needed.
+
+    This is what a pickled ``NodeType`` turns back into on a worker.
+    """
+    registry = resolve_pack(source)
+    if name not in registry:
+        _loaded.pop(source, None)  # a stale registry: load the pack again
+        registry = resolve_pack(source)
     return registry.get(name)

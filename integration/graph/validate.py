@@ -30,6 +30,7 @@ from integration.graph.ports import MISSING, InputPort
 from integration.graph.registry import NodeRegistry
 from integration.graph.transforms import TransformSpec, check_spec, get_transform
 from integration.graph.types import is_compatible
+from integration.resources.requirements import ResourceRequirement
 
 GRAPH = "<graph>"
 """The ``node_id`` of problems that belong to the graph rather than one node."""
@@ -127,6 +128,8 @@ class BoundNode:
     """The node's own policy over its type's default; the config's default comes last."""
     fallback_type: NodeType | None = None
     """The node type a ``fallback`` policy runs in this node's place, resolved."""
+    resources: ResourceRequirement | None = None
+    """What one running instance holds: the node's own amounts over its type's."""
 
     @property
     def upstream(self) -> list[str]:
@@ -319,8 +322,14 @@ def _bind(graph: Graph, registry: NodeRegistry) -> BoundGraph:
                 report(Problem(spec.id, "bad_value", f"param {port_name!r} {problem}"))
             bindings[port_name] = Binding("param", value=value)
         policy = spec.on_error.merged_over(node_type.on_error) if spec.on_error else None
+        resources = spec.resources.merged_over(node_type.resources) if spec.resources else None
         nodes[spec.id] = BoundNode(
-            spec.id, node_type, bindings, list(spec.overrides.tags), policy or node_type.on_error
+            spec.id,
+            node_type,
+            bindings,
+            list(spec.overrides.tags),
+            policy or node_type.on_error,
+            resources=resources or node_type.resources,
         )
 
     node_ids = {spec.id for spec in graph.nodes}

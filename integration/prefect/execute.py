@@ -49,6 +49,7 @@ from integration.prefect.tasks import (
     node_task,
     stop_starting_nodes,
 )
+from integration.resources import ResourcePool, ResourceRequirement
 from integration.result import NodeReport, NodeState, RunResult, RunState
 
 DEFAULT_WINDOW = 64
@@ -156,6 +157,7 @@ class GraphExecution:
         refresh: bool = False,
         resuming: bool = False,
         run_id: str | None = None,
+        pool: ResourcePool | None = None,
     ) -> None:
         self.plan = plan
         self.tasks = tasks
@@ -166,6 +168,8 @@ class GraphExecution:
         self.refresh = refresh
         self.resuming = resuming
         self.run_id = run_id
+        self.pool = pool
+        self._reserved: dict[str, ResourceRequirement] = {}
         self.reports: dict[str, NodeReport] = {}
         # NodeOutput (sequential, or loaded from the cache) or PrefectFuture (parallel)
         self.produced: dict[str, Any] = {}
@@ -235,6 +239,16 @@ class GraphExecution:
         persist = self._key(node_id) is not None
         return self.tasks[node_id].get(cached=persist, refresh=self.refresh)
 
+    def _needs(self) -> dict[str, ResourceRequirement]:
+        """The resource requirements the pool gates, by node."""
+        if self.pool is None:
+            return {}
+        return {
+            node_id: need
+            for node_id in self.executing
+            if (need := self.plan.steps[node_id].node.resources) is not None and not need.empty
+        }
+
     def _action(self, node_id: str) -> str:
         return self.tasks[node_id].error_policy.final_action
 
@@ -282,6 +296,11 @@ class GraphExecution:
             if self._action(node_id) == "fallback"
             for consumer in self._successors[node_id]
         }
+        # A node that holds resources reserves them when submitted: it must not wait
+        # for its producers while holding them.
+        needs = self._needs()
+        no_prefetch |= set(needs)
+        waiting: list[tuple[int, str]] = []  # ready, but their resources are taken
         ready = [(position[n], n) for n in self.executing if not_done[n] == 0]
         lookahead: list[tuple[int, str]] = []
         submitted: set[str] = set()
@@ -309,10 +328,23 @@ class GraphExecution:
         def pump() -> None:
             if self.halted_at is not None:
                 return
+            if waiting:
+                ready.extend(waiting)
+                heapq.heapify(ready)
+                waiting.clear()
             while ready:
-                _, node_id = heapq.heappop(ready)
-                if node_id not in submitted and node_id not in self.reports:
-                    submit(node_id)
+                entry = heapq.heappop(ready)
+                node_id = entry[1]
+                if node_id in submitted or node_id in self.reports:
+                    continue
+                need = needs.get(node_id)
+                if need is not None:
+                    assert self.pool is not None
+                    if not self.pool.reserve(need):
+                        waiting.append(entry)
+                        continue
+                    self._reserved[node_id] = need
+                submit(node_id)
             while lookahead and len(in_flight) < window:
                 _, node_id = heapq.heappop(lookahead)
                 if node_id not in submitted and node_id not in self.reports:
@@ -322,6 +354,10 @@ class GraphExecution:
         while in_flight:
             node_id, is_fallback, future = finished.get()
             in_flight.pop((node_id, is_fallback), None)
+            reserved = self._reserved.pop(node_id, None)
+            if reserved is not None:
+                assert self.pool is not None
+                self.pool.release(reserved)
             if node_id in self.reports:
                 continue  # a prefetched node whose producer failed first
             state = _final_state(future)

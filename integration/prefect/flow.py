@@ -35,16 +35,23 @@ from integration.cache.factory import cache_folder, hierarchy_for
 from integration.cache.hierarchy import CacheHierarchy
 from integration.cache.history import record_run
 from integration.cache.keys import graph_keys
-from integration.config import CachingConfig, NodegraphConfig, load_config
+from integration.config import (
+    CachingConfig,
+    NodegraphConfig,
+    ResourceManagementConfig,
+    load_config,
+)
 from integration.errors import ConfigError, NodegraphError
 from integration.graph.load import GraphSource, load_graph
 from integration.graph.policy import ErrorPolicy, RetryPolicy
-from integration.graph.registry import NodeRegistry
+from integration.graph.registry import NodeRegistry, PackSource
 from integration.graph.validate import BoundGraph, BoundNode, bind, resolve_inputs
 from integration.plan import Plan, make_plan
 from integration.prefect.execute import GraphExecution, NodeListener, NodeTasks
-from integration.prefect.runners import task_runner_for
+from integration.prefect.placement import place
+from integration.prefect.runners import DaskSettings, task_runner_for
 from integration.prefect.storage import TieredResultStorage, key_policy
+from integration.resources import ResourcePool
 from integration.result import NodeState, RunResult, RunState
 from integration.runs import RunRecord, abandoned_runs, load_record, runs_folder, save_record
 
@@ -128,8 +135,14 @@ def flow_from_plan(
     retry: RetryPolicy | None = None,
     default_policy: ErrorPolicy | None = None,
     resume: RunRecord | None = None,
+    dask: DaskSettings | None = None,
+    resource_management: ResourceManagementConfig | None = None,
 ) -> Flow[..., dict[str, Any]]:
     """The Prefect flow that runs ``plan``.
+
+    Nodes' resource requirements are checked first against what the strategy offers
+    (``resource_management`` locally, ``dask`` for the distributed strategy); a node
+    that could never run raises ``GraphValidationError``.
 
     ``default_policy`` fills what nodes' own policies leave unset (``retry`` is a
     shorthand for its retry part). ``resume`` continues a recorded run: the new run
@@ -139,8 +152,20 @@ def flow_from_plan(
     configured tiers; cached nodes are loaded instead of run. ``refresh`` recomputes
     every node and overwrites what the cache held.
     """
-    runner = task_runner_for(strategy, processes=processes, max_workers=max_workers)
-    label = f"{strategy}{'+processes' if processes and strategy != 'sequential' else ''}"
+    if strategy == "distributed":
+        dask = dask or DaskSettings()
+        dask.workers = dask.workers or max_workers
+    pool, placement = place(plan, strategy, dask, resource_management)
+    runner = task_runner_for(
+        strategy,
+        processes=processes,
+        max_workers=max_workers,
+        dask=dask,
+        resources=placement,
+        packs=_packs(plan),
+    )
+    processes = processes and strategy == "parallel"
+    label = f"{strategy}{'+processes' if processes else ''}"
     caching = caching if caching is not None and caching.enable else None
     storage = TieredResultStorage.for_config(caching) if caching is not None else None
     policy = key_policy(caching) if caching is not None else None
@@ -152,11 +177,12 @@ def flow_from_plan(
             storage,
             policy,
             _effective_policy(plan.steps[n].node, defaults),
-            kill_on_timeout=processes and strategy != "sequential",
+            kill_on_timeout=processes,
         )
         for n in plan.order
     }
     state = _FlowState(plan, tasks, label, max_workers, caching, refresh, resume)
+    state.pool = pool
     bound = plan.graph
 
     def run_graph_flow(**inputs: Any) -> dict[str, Any]:
@@ -171,6 +197,17 @@ def flow_from_plan(
         task_runner=runner,
         validate_parameters=True,
     )
+
+
+def _packs(plan: Plan) -> list[PackSource]:
+    """The packs whose types the plan runs (fallback types included), for workers."""
+    sources: dict[PackSource, None] = {}
+    for node_id in plan.order:
+        node = plan.steps[node_id].node
+        for node_type in (node.type, node.fallback_type):
+            if node_type is not None and node_type.pack_source is not None:
+                sources[node_type.pack_source] = None
+    return list(sources)
 
 
 def _effective_policy(node: BoundNode, default: ErrorPolicy) -> ErrorPolicy:
@@ -188,6 +225,7 @@ class _FlowState:
     __slots__ = (
         "caching",
         "max_workers",
+        "pool",
         "plan",
         "refresh",
         "resume",
@@ -212,6 +250,7 @@ class _FlowState:
         self.strategy = strategy
         self.max_workers = max_workers
         self.resume = resume
+        self.pool: ResourcePool | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_state_elsewhere, (self.plan.name,))
@@ -248,11 +287,15 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
         refresh=state.refresh,
         resuming=state.resume is not None,
         run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,
+        pool=state.pool,
     )
     started = time.perf_counter()
     try:
         if state.strategy == "sequential":
             result = execution.run_sequential()
+        elif state.strategy == "distributed":
+            # Dask schedules what it receives; every node may be submitted up front.
+            result = execution.run_parallel(window=max(len(state.plan.order), 1))
         else:
             result = execution.run_parallel(window=state.max_workers)
     except BaseException:
@@ -406,6 +449,22 @@ def _configured_flow(
         refresh=refresh,
         default_policy=default_policy(config),
         resume=resume,
+        dask=dask_settings(config),
+        resource_management=config.resource_management,
+    )
+
+
+def dask_settings(config: NodegraphConfig) -> DaskSettings:
+    """The distributed strategy's cluster settings from ``execution.*``."""
+    execution = config.execution
+    return DaskSettings(
+        address=execution.dask_address,
+        workers=execution.max_workers,
+        threads_per_worker=execution.threads_per_worker,
+        memory_limit=execution.worker_memory_limit,
+        resources=dict(execution.worker_resources),
+        gpus=execution.gpus,
+        spill_fraction=config.resource_management.offload_threshold,
     )
 
 

@@ -8,23 +8,118 @@
 | --- | --- |
 | sequential | direct task calls in the flow's thread, in topological order |
 | parallel | ``ThreadPoolTaskRunner``, or ``ProcessPoolTaskRunner`` with ``processes=True`` |
+| distributed | ``NodegraphDaskTaskRunner`` (see ``integration.prefect.dask``) |
+
+The distributed strategy runs on a temporary ``LocalCluster``, on an existing cluster
+(``dask_address``), or on ``dask_cuda.LocalCUDACluster`` (one worker per GPU) when
+pynvml finds GPUs.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-STRATEGIES = ("sequential", "parallel")
+from integration.graph.registry import PackSource
+from integration.resources import discover_gpus
+
+STRATEGIES = ("sequential", "parallel", "distributed")
+
+
+@dataclass
+class DaskSettings:
+    """How the distributed strategy finds or builds its cluster."""
+
+    address: str | None = None
+    workers: int | None = None
+    threads_per_worker: int = 1
+    memory_limit: str | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+    gpus: str = "auto"
+    spill_fraction: float | None = None
+
+    def use_cuda(self) -> bool:
+        if self.address or self.gpus == "off":
+            return False
+        return self.gpus == "on" or bool(discover_gpus())
+
+    def worker_offer(self) -> dict[str, float]:
+        """What each worker of a local cluster advertises, as Dask resources."""
+        offer: dict[str, float] = {"CPU": float(self.threads_per_worker)}
+        memory = self.memory_bytes()
+        if memory:
+            offer["MEMORY"] = memory
+        if self.use_cuda():
+            gpus = discover_gpus()
+            offer["GPU"] = 1.0
+            if gpus:
+                offer["GPU_MEMORY"] = min(g.memory_total_mb for g in gpus) * 1e6
+        offer.update(self.resources)
+        return offer
+
+    def worker_count(self) -> int:
+        if self.use_cuda():
+            return max(len(discover_gpus()), 1)
+        return self.workers or min(len(os.sched_getaffinity(0)), 4)
+
+    def memory_bytes(self) -> float | None:
+        if self.memory_limit is None:
+            return None
+        from dask.utils import parse_bytes
+
+        return float(parse_bytes(self.memory_limit))
+
+    def cluster(self) -> tuple[Any, dict[str, Any]]:
+        """The cluster class and its keyword arguments for a local cluster."""
+        kwargs: dict[str, Any] = {
+            "threads_per_worker": self.threads_per_worker,
+            "dashboard_address": None,
+            "silence_logs": logging.WARNING,
+            "resources": self.worker_offer(),
+        }
+        if self.memory_limit is not None:
+            kwargs["memory_limit"] = self.memory_limit
+        if self.use_cuda():
+            from dask_cuda import LocalCUDACluster
+
+            return LocalCUDACluster, kwargs
+        import distributed
+
+        kwargs["n_workers"] = self.worker_count()
+        kwargs["processes"] = True
+        return distributed.LocalCluster, kwargs
 
 
 def task_runner_for(
-    strategy: str, *, processes: bool = False, max_workers: int | None = None
+    strategy: str,
+    *,
+    processes: bool = False,
+    max_workers: int | None = None,
+    dask: DaskSettings | None = None,
+    resources: Mapping[str, Mapping[str, float]] | None = None,
+    packs: Iterable[PackSource] = (),
 ) -> TaskRunner[Any]:
     """The task runner a strategy uses. Unknown strategies are a ``ValueError``."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if strategy == "distributed":
+        from integration.prefect.dask import NodegraphDaskTaskRunner
+
+        dask = dask or DaskSettings(workers=max_workers)
+        if dask.address:
+            return NodegraphDaskTaskRunner(address=dask.address, resources=resources, packs=packs)
+        cluster_class, cluster_kwargs = dask.cluster()
+        return NodegraphDaskTaskRunner(
+            cluster_class=cluster_class,
+            cluster_kwargs=cluster_kwargs,
+            resources=resources,
+            packs=packs,
+        )
     if strategy == "parallel" and processes:
         return ProcessPoolTaskRunner(max_workers=max_workers)
     if strategy == "sequential":

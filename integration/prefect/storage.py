@@ -58,7 +58,10 @@ class TieredResultStorage(WritableFileSystem):
 
     @classmethod
     def for_config(cls, caching: CachingConfig) -> TieredResultStorage:
-        return cls(caching=caching.model_dump(mode="json"))
+        # The folder is fixed here, in the flow's process: a worker process (a Dask
+        # worker started elsewhere) must not fall back to its own default folder.
+        fixed = caching.model_copy(update={"directory": cache_folder(caching)})
+        return cls(caching=fixed.model_dump(mode="json"))
 
     def hierarchy(self) -> CacheHierarchy:
         return hierarchy_for(CachingConfig.model_validate(self.caching))
