@@ -140,6 +140,11 @@ def execute_node(
         error = NodeOutputError(f"node {node_id!r}: " + "; ".join(problems))
         _annotate(error, elapsed, attempt)
         raise error
+    # Prefect keeps the task's parameters in its run context after the task returns, and
+    # copies of that context outlive it (event and log queues), which would keep every
+    # upstream output alive for the whole run. The inputs are spent once the node has
+    # succeeded (a retry happens only after a failure), so let them go.
+    upstream.clear()
     return NodeOutput(outputs, elapsed, max(attempt, 1))
 
 

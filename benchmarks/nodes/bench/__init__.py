@@ -45,3 +45,39 @@ def flaky_inc(x: int, fail_token: str = "") -> int:
         _failed_once.add(fail_token)
         raise ConnectionError(f"bench: planned failure {fail_token}")
     return x + 1
+
+
+@node
+def spin(iterations: int = 1_000_000, seed: int = 0) -> int:
+    """Pure-Python work holding the GIL: a fixed number of loop iterations."""
+    total = seed
+    for i in range(iterations):
+        total += i & 7
+    return total
+
+
+@node(resources={"gpu_count": 1}, cacheable=False)
+def gpu_probe(index: int = 0, seconds: float = 0.2) -> dict:
+    """What a GPU node sees: its worker, CUDA_VISIBLE_DEVICES and NVML's view of it."""
+    import os
+    import time
+
+    from integration.resources import discover_gpus
+
+    start = time.time()
+    time.sleep(seconds)
+    try:
+        from distributed import get_worker
+
+        worker = str(get_worker().name)
+    except (ImportError, ValueError):
+        worker = "local"
+    return {
+        "index": index,
+        "worker": worker,
+        "pid": os.getpid(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "gpus_seen": [g.uuid for g in discover_gpus()],
+        "start": start,
+        "end": time.time(),
+    }
