@@ -34,6 +34,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import distributed  # noqa: E402
 import graphs  # noqa: E402
+from overhead import settle  # noqa: E402
 from prefect import flow, task  # noqa: E402
 from prefect_dask import DaskTaskRunner  # noqa: E402
 
@@ -55,7 +56,11 @@ def stock_fan(address: str) -> Any:
         branches = [inc.submit(source) for _ in range(graphs.FAN_WIDTH)]
         return gather.submit(branches).result()
 
-    return fan
+    def run() -> tuple[int, str]:
+        state = fan(return_state=True)
+        return state.result(), str(state.state_details.flow_run_id)
+
+    return run
 
 
 def spin_doc(iterations: int) -> dict[str, Any]:
@@ -76,13 +81,16 @@ def calibrate(seconds: float) -> int:
     return int(probe * seconds / (time.perf_counter() - start))
 
 
-def timed(run: Any, repeat: int) -> tuple[float, Any]:
-    run()  # warm-up: registers the flow, imports on the workers
+def timed(run: Any, repeat: int, tasks: int) -> tuple[float, Any]:
+    """Median seconds of ``run()`` (which returns ``(value, flow run id)``); between
+    runs, wait until the server has stored every task run of the last one."""
+    settle(run()[1], tasks)  # warm-up: registers the flow, imports on the workers
     samples, value = [], None
     for _ in range(repeat):
         start = time.perf_counter()
-        value = run()
+        value, flow_run_id = run()
         samples.append(time.perf_counter() - start)
+        settle(flow_run_id, tasks)
     return statistics.median(samples), value
 
 
@@ -108,17 +116,17 @@ def main() -> None:
         )
         fan = graphs.fan_doc()
 
-        def ours() -> int:
+        def ours() -> tuple[int, str]:
             result = integration.run(
                 fan, strategy="distributed", registry=registry, config=config, cache=False
             )
             assert result.ok, result.errors
-            return result.outputs["result"]
+            return result.outputs["result"], result.flow_run_id
 
-        ours_s, ours_value = timed(ours, args.repeat)
-        stock_s, stock_value = timed(stock_fan(cluster.scheduler_address), args.repeat)
-        assert ours_value == stock_value, (ours_value, stock_value)
         nodes = len(fan["nodes"])
+        ours_s, ours_value = timed(ours, args.repeat, nodes)
+        stock_s, stock_value = timed(stock_fan(cluster.scheduler_address), args.repeat, nodes)
+        assert ours_value == stock_value, (ours_value, stock_value)
         rows["overhead"] = {
             "nodes": nodes,
             "stock_flow_s": stock_s,
@@ -146,7 +154,7 @@ def main() -> None:
             ("processes", "parallel", True),
         ):
 
-            def spin_run(strategy: str = strategy, processes: bool = processes) -> None:
+            def spin_run(strategy: str = strategy, processes: bool = processes) -> tuple[None, str]:
                 result = integration.run(
                     spin,
                     strategy=strategy,
@@ -157,8 +165,9 @@ def main() -> None:
                     cache=False,
                 )
                 assert result.ok, result.errors
+                return None, result.flow_run_id
 
-            times[label] = timed(spin_run, args.repeat)[0]
+            times[label] = timed(spin_run, args.repeat, SPIN_NODES)[0]
         rows["speedup"] = {
             "sequential_s": times["sequential"],
             "distributed_s": times["distributed"],

@@ -26,6 +26,7 @@ What changes is how a task gets to a worker:
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections import OrderedDict
@@ -52,6 +53,8 @@ from prefect_dask import DaskTaskRunner
 from prefect_dask.task_runners import PrefectDaskFuture
 
 from integration.graph.registry import PackSource, resolve_pack
+
+logger = logging.getLogger("nodegraph.dask")
 
 _CONTEXT_CACHE = 16
 _contexts: OrderedDict[str, _Hydrated] = OrderedDict()
@@ -108,9 +111,14 @@ class NodegraphDaskTaskRunner(DaskTaskRunner):
             raise RuntimeError("The task runner must be started before submitting work.")
         client = self.client
         if not self._plugin_registered:
-            if self.packs:
-                client.register_plugin(PackPreload(self.packs), name="nodegraph-packs")
             self._plugin_registered = True
+            if self.packs:
+                try:
+                    client.register_plugin(PackPreload(self.packs), name="nodegraph-packs")
+                except (OSError, distributed.comm.CommClosedError) as exc:
+                    # A worker lost while registering: the packs still load on demand,
+                    # when a node type is unpickled on a worker.
+                    logger.warning("could not preload node packs on every worker: %s", exc)
         parameters = self._optimize_futures(parameters)
         waits = self._optimize_futures(list(wait_for)) if wait_for else None
         task_run_id = uuid.uuid4()
@@ -136,6 +144,15 @@ class NodegraphDaskTaskRunner(DaskTaskRunner):
             pure=False,
         )
         return PrefectDaskFuture(wrapped_future=future, task_run_id=task_run_id)
+
+    def replicate(self, future: PrefectFuture[Any]) -> list[str]:
+        """Copy a finished node's result to every worker (a broadcast output), and
+        return the workers that hold it."""
+        wrapped = getattr(future, "wrapped_future", None)
+        if wrapped is None:
+            return []
+        self.client.replicate([wrapped])
+        return sorted(self.client.who_has([wrapped]).get(wrapped.key, ()))
 
     def _serialized_context(self) -> tuple[str, bytes]:
         flow_run = FlowRunContext.get()

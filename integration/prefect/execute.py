@@ -28,6 +28,7 @@ from enum import Enum
 from typing import Any
 
 from prefect import Task
+from prefect.context import FlowRunContext
 from prefect.exceptions import UpstreamTaskError
 from prefect.futures import PrefectFuture
 from prefect.results import ResultRecord
@@ -158,6 +159,7 @@ class GraphExecution:
         resuming: bool = False,
         run_id: str | None = None,
         pool: ResourcePool | None = None,
+        replicate: Callable[[PrefectFuture[Any]], list[str]] | None = None,
     ) -> None:
         self.plan = plan
         self.tasks = tasks
@@ -169,7 +171,11 @@ class GraphExecution:
         self.resuming = resuming
         self.run_id = run_id
         self.pool = pool
+        self.replicate = replicate
+        self.replicated: dict[str, list[str]] = {}
         self._reserved: dict[str, ResourceRequirement] = {}
+        # The argument mappings handed to Prefect, by node, until the node is reported.
+        self._handed: dict[str, dict[str, Any]] = {}
         self.reports: dict[str, NodeReport] = {}
         # NodeOutput (sequential, or loaded from the cache) or PrefectFuture (parallel)
         self.produced: dict[str, Any] = {}
@@ -261,7 +267,7 @@ class GraphExecution:
             if node_id in self.reports:
                 continue  # already marked by a failure upstream
             step = self.plan.steps[node_id]
-            state = self._task(node_id)(**self._arguments(step), return_state=True)
+            state = self._task(node_id)(**self._hand(step), return_state=True)
             if self._finish(node_id, state) is Outcome.RUN_FALLBACK:
                 fallback = self.tasks[node_id].fallback()
                 self._finish_fallback(
@@ -300,6 +306,15 @@ class GraphExecution:
         # for its producers while holding them.
         needs = self._needs()
         no_prefetch |= set(needs)
+        # Broadcast outputs are copied to every worker before their consumers start.
+        broadcasting = set()
+        if self.replicate is not None:
+            broadcasting = {
+                node_id
+                for node_id in self.executing
+                if any(port.broadcast for port in steps[node_id].node.type.outputs.values())
+            }
+            no_prefetch |= {c for n in broadcasting for c in self._successors[n]}
         waiting: list[tuple[int, str]] = []  # ready, but their resources are taken
         ready = [(position[n], n) for n in self.executing if not_done[n] == 0]
         lookahead: list[tuple[int, str]] = []
@@ -312,7 +327,7 @@ class GraphExecution:
             future.add_done_callback(lambda f: finished.put((node_id, is_fallback, f)))
 
         def submit(node_id: str) -> None:
-            track(node_id, False, self._task(node_id).submit(**self._arguments(steps[node_id])))
+            track(node_id, False, self._task(node_id).submit(**self._hand(steps[node_id])))
             submitted.add(node_id)
             for consumer in self._successors[node_id]:
                 if consumer not in running:
@@ -379,6 +394,9 @@ class GraphExecution:
                 track(node_id, True, fallback.submit(**self._fallback_arguments(step)))
                 continue
             if outcome is Outcome.PRODUCED:
+                if node_id in broadcasting and not is_fallback:
+                    assert self.replicate is not None
+                    self.replicated[node_id] = self.replicate(future)
                 for consumer in self._successors[node_id]:
                     if consumer not in running:
                         continue
@@ -417,6 +435,19 @@ class GraphExecution:
         kill_after = self.tasks[step.node_id].kill_after
         if kill_after is not None:
             arguments["kill_after"] = kill_after
+        return arguments
+
+    def _hand(self, step: PlanStep) -> dict[str, Any]:
+        """The node's arguments, remembered so that ``_report`` can empty them.
+
+        Prefect keeps a task's parameters in its run context, and some copies of that
+        context live as long as the process: a Prefect service (tag concurrency, events)
+        started during a task run keeps the context it started in. The ``upstream``
+        mapping inside is the engine's own object, so emptying it once the node is done
+        lets the upstream outputs go when their last consumer has finished.
+        """
+        arguments = self._arguments(step)
+        self._handed[step.node_id] = arguments
         return arguments
 
     def _fallback_arguments(self, step: PlanStep) -> dict[str, Any]:
@@ -601,8 +632,24 @@ class GraphExecution:
             self._consumers_left[upstream] -= 1
             if self._consumers_left[upstream] == 0 and upstream not in self._wanted:
                 self.produced.pop(upstream, None)
+                self._forget_persisted(upstream)
+
+    def _forget_persisted(self, node_id: str) -> None:
+        """Drop Prefect's in-memory copy of a persisted result (its result store keeps
+        recent records in an LRU cache); the stored copy stays in the cache tiers."""
+        key = self._key(node_id)
+        if key is None:
+            return
+        flow_run = FlowRunContext.get()
+        store = getattr(flow_run, "result_store", None) if flow_run else None
+        cache = getattr(store, "cache", None)
+        if cache is not None:
+            cache.pop(key, None)
 
     def _report(self, report: NodeReport) -> None:
+        handed = self._handed.pop(report.node_id, None)
+        if handed is not None:
+            handed["upstream"].clear()
         # Every report carries its node's key, whatever the path that made it; a node
         # computed from a fallback has no key: its result is not the key's.
         key = self.keys.get(report.node_id)
@@ -643,6 +690,7 @@ class GraphExecution:
             outputs=outputs,
             nodes=ordered,
             halted_at=self.halted_at,
+            extra={"replicated_to": dict(self.replicated)} if self.replicated else {},
         )
 
 

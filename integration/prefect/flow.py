@@ -51,6 +51,7 @@ from integration.prefect.execute import GraphExecution, NodeListener, NodeTasks
 from integration.prefect.placement import place
 from integration.prefect.runners import DaskSettings, task_runner_for
 from integration.prefect.storage import TieredResultStorage, key_policy
+from integration.prefect.tasks import start_tag_services
 from integration.resources import ResourcePool
 from integration.result import NodeState, RunResult, RunState
 from integration.runs import RunRecord, abandoned_runs, load_record, runs_folder, save_record
@@ -288,7 +289,11 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
         resuming=state.resume is not None,
         run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,
         pool=state.pool,
+        replicate=getattr(flow_run.task_runner, "replicate", None) if flow_run else None,
     )
+    tag_sets = {frozenset(t.get(cached=False).tags) for t in state.tasks.values()}
+    if any(tag_sets) and state.strategy != "distributed":
+        start_tag_services(tag_sets)
     started = time.perf_counter()
     try:
         if state.strategy == "sequential":

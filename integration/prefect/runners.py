@@ -74,6 +74,22 @@ class DaskSettings:
 
         return float(parse_bytes(self.memory_limit))
 
+    def configure_spilling(self) -> None:
+        """Make a local cluster's workers spill to disk above ``spill_fraction`` of
+        their memory limit (Dask's own spilling; the nanny hands the config on)."""
+        if self.spill_fraction is None:
+            return
+        import dask
+
+        fraction = self.spill_fraction
+        dask.config.set(
+            {
+                "distributed.worker.memory.target": fraction,
+                "distributed.worker.memory.spill": fraction,
+                "distributed.worker.memory.pause": max(0.8, min(fraction + 0.1, 0.95)),
+            }
+        )
+
     def cluster(self) -> tuple[Any, dict[str, Any]]:
         """The cluster class and its keyword arguments for a local cluster."""
         kwargs: dict[str, Any] = {
@@ -114,6 +130,7 @@ def task_runner_for(
         if dask.address:
             return NodegraphDaskTaskRunner(address=dask.address, resources=resources, packs=packs)
         cluster_class, cluster_kwargs = dask.cluster()
+        dask.configure_spilling()
         return NodegraphDaskTaskRunner(
             cluster_class=cluster_class,
             cluster_kwargs=cluster_kwargs,

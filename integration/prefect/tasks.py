@@ -9,9 +9,10 @@ reference; the ``NodeType`` it receives pickles by pack reference (see the regis
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from time import perf_counter
 from typing import Any
 
@@ -140,11 +141,6 @@ def execute_node(
         error = NodeOutputError(f"node {node_id!r}: " + "; ".join(problems))
         _annotate(error, elapsed, attempt)
         raise error
-    # Prefect keeps the task's parameters in its run context after the task returns, and
-    # copies of that context outlive it (event and log queues), which would keep every
-    # upstream output alive for the whole run. The inputs are spent once the node has
-    # succeeded (a retry happens only after a failure), so let them go.
-    upstream.clear()
     return NodeOutput(outputs, elapsed, max(attempt, 1))
 
 
@@ -269,6 +265,22 @@ def node_task(
         task.retry_condition_fn = RetryCondition(retry)
     task.timeout_seconds = timeout_seconds
     return task
+
+
+def start_tag_services(tag_sets: Iterable[frozenset[str]]) -> None:
+    """Start Prefect's tag-concurrency services for these tag sets from an empty context.
+
+    Prefect starts the service for a set of tags lazily, inside the first task run that
+    has them, and the service's asyncio task keeps that run's context for the life of
+    the process: its parameters, and through them that node's upstream outputs. Started
+    here first, from a context of its own, no task run's context is kept.
+    """
+    from prefect.concurrency.services import ConcurrencySlotAcquisitionWithLeaseService
+
+    for tags in tag_sets:
+        if tags:
+            names = frozenset(f"tag:{tag}" for tag in tags)
+            contextvars.Context().run(ConcurrencySlotAcquisitionWithLeaseService.instance, names)
 
 
 def fallback_task(
