@@ -65,7 +65,9 @@ def test_bad_values_name_the_key(tmp_path):
     path = write(tmp_path, "execution:\n  strategy: warp\n  max_workers: 0\n")
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ={})
-    assert "execution.strategy: Input should be 'sequential' or 'parallel'" in str(caught.value)
+    assert "execution.strategy: Input should be 'sequential', 'parallel' or 'distributed'" in str(
+        caught.value
+    )
     assert "execution.max_workers" in str(caught.value)
 
 

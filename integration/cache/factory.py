@@ -68,8 +68,9 @@ def build_tier(level: str, caching: CachingConfig) -> Tier:
 def hierarchy_for(caching: CachingConfig) -> CacheHierarchy:
     """The process's hierarchy for these settings (and the current cache secret)."""
     secret = secret_from_env()
-    if "disk" in caching.cache_levels and caching.directory is None:
-        # $NODEGRAPH_CACHE_DIR is read now, so a changed variable gets its own hierarchy
+    if caching.directory is None:
+        # $NODEGRAPH_CACHE_DIR is read now, so a changed variable gets its own hierarchy;
+        # settings whose folder was fixed earlier (result storage) map to the same one.
         caching = caching.model_copy(update={"directory": cache_folder(caching)})
     identity = caching.model_dump_json() + ("|signed" if secret else "")
     with _lock:
