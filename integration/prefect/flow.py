@@ -354,8 +354,9 @@ def _mark_crashed(folder: Path) -> None:
     """Mark runs whose process died (SIGKILL, power loss) as crashed: in their record
     and, when the Prefect API still knows them, as a ``Crashed`` flow run.
 
-    A flow called in a process has no heartbeat, so Prefect itself leaves such a run
-    ``Running`` for ever; nodegraph notices at the next run on the same host.
+    Prefect's flow engine emits heartbeat events, but the server does not act on their
+    absence unless an automation is set up, so such a run stays ``Running``; nodegraph
+    notices at the next run on the same host.
     """
     for record in abandoned_runs(folder):
         record.state, record.finished = "crashed", time.time()
