@@ -61,6 +61,9 @@ class NodeOverrides(_Strict):
     """Per-node settings that override the node type's defaults."""
 
     tags: list[str] = Field(default_factory=list, description="Extra Prefect task tags.")
+    pin_in_memory: bool = Field(
+        default=False, description="Never spill this node's outputs to disk."
+    )
 
 
 class NodeSpec(_Strict):

@@ -130,6 +130,8 @@ class BoundNode:
     """The node type a ``fallback`` policy runs in this node's place, resolved."""
     resources: ResourceRequirement | None = None
     """What one running instance holds: the node's own amounts over its type's."""
+    pin_in_memory: bool = False
+    """Its outputs never spill to disk under memory pressure."""
 
     @property
     def upstream(self) -> list[str]:
@@ -330,6 +332,7 @@ def _bind(graph: Graph, registry: NodeRegistry) -> BoundGraph:
             list(spec.overrides.tags),
             policy or node_type.on_error,
             resources=resources or node_type.resources,
+            pin_in_memory=spec.overrides.pin_in_memory,
         )
 
     node_ids = {spec.id for spec in graph.nodes}

@@ -51,6 +51,7 @@ from integration.prefect.tasks import (
     stop_starting_nodes,
 )
 from integration.resources import ResourcePool, ResourceRequirement
+from integration.resources.memory import MemoryManager, Spilled
 from integration.result import NodeReport, NodeState, RunResult, RunState
 
 DEFAULT_WINDOW = 64
@@ -160,6 +161,7 @@ class GraphExecution:
         run_id: str | None = None,
         pool: ResourcePool | None = None,
         replicate: Callable[[PrefectFuture[Any]], list[str]] | None = None,
+        memory: MemoryManager | None = None,
     ) -> None:
         self.plan = plan
         self.tasks = tasks
@@ -173,6 +175,12 @@ class GraphExecution:
         self.pool = pool
         self.replicate = replicate
         self.replicated: dict[str, list[str]] = {}
+        self.memory = memory
+        if memory is not None:
+            for node_id, step in plan.steps.items():
+                if step.node.pin_in_memory:
+                    memory.pin_in_memory(node_id)
+        self._started: set[str] = set()
         self._reserved: dict[str, ResourceRequirement] = {}
         # The argument mappings handed to Prefect, by node, until the node is reported.
         self._handed: dict[str, dict[str, Any]] = {}
@@ -267,12 +275,14 @@ class GraphExecution:
             if node_id in self.reports:
                 continue  # already marked by a failure upstream
             step = self.plan.steps[node_id]
+            self._started.add(node_id)
             state = self._task(node_id)(**self._hand(step), return_state=True)
             if self._finish(node_id, state) is Outcome.RUN_FALLBACK:
                 fallback = self.tasks[node_id].fallback()
                 self._finish_fallback(
                     node_id, fallback(**self._fallback_arguments(step), return_state=True)
                 )
+            self._relieve_memory()
         return self._result()
 
     def run_parallel(self, window: int | None = None) -> RunResult:
@@ -327,6 +337,7 @@ class GraphExecution:
             future.add_done_callback(lambda f: finished.put((node_id, is_fallback, f)))
 
         def submit(node_id: str) -> None:
+            self._started.add(node_id)
             track(node_id, False, self._task(node_id).submit(**self._hand(steps[node_id])))
             submitted.add(node_id)
             for consumer in self._successors[node_id]:
@@ -403,6 +414,7 @@ class GraphExecution:
                     not_done[consumer] -= 1
                     if not_done[consumer] == 0:
                         heapq.heappush(ready, (position[consumer], consumer))
+            self._relieve_memory()
             pump()
         if self.run_id is not None:
             stop_starting_nodes(self.run_id, stop=False)
@@ -423,7 +435,7 @@ class GraphExecution:
                 else:
                     upstream[port] = (value, None, binding.transform)
             elif binding.kind == "edge":
-                producer = self.produced[binding.source]
+                producer = self._producer(binding.source)
                 upstream[port] = (producer, binding.source_port, binding.transform)
         arguments: dict[str, Any] = {
             "node_type": step.node.type,
@@ -436,6 +448,32 @@ class GraphExecution:
         if kill_after is not None:
             arguments["kill_after"] = kill_after
         return arguments
+
+    def _producer(self, node_id: str) -> Any:
+        """A producer's output (or future), brought back from disk if it was spilled."""
+        produced = self.produced[node_id]
+        if isinstance(produced, Spilled):
+            assert self.memory is not None
+            produced = self.produced[node_id] = self.memory.restore(produced)
+        return produced
+
+    def _relieve_memory(self) -> None:
+        """Above the memory threshold, spill outputs no started consumer holds yet."""
+        if self.memory is None or not self.memory.over_threshold():
+            return
+        for node_id, produced in list(self.produced.items()):
+            if isinstance(produced, Spilled) or self.memory.pinned(node_id):
+                continue
+            if any(c in self._started for c in self._successors[node_id]):
+                continue  # a consumer received it already; spilling would not free it
+            if isinstance(produced, PrefectFuture):
+                if not produced.state.is_completed():
+                    continue
+                produced = _completed_value(produced.state)
+            self.produced[node_id] = self.memory.spill(node_id, produced)
+            self._forget_persisted(node_id)
+            if not self.memory.over_threshold():
+                return
 
     def _hand(self, step: PlanStep) -> dict[str, Any]:
         """The node's arguments, remembered so that ``_report`` can empty them.
@@ -631,7 +669,9 @@ class GraphExecution:
         for upstream in step.upstream:
             self._consumers_left[upstream] -= 1
             if self._consumers_left[upstream] == 0 and upstream not in self._wanted:
-                self.produced.pop(upstream, None)
+                dropped = self.produced.pop(upstream, None)
+                if isinstance(dropped, Spilled):
+                    dropped.path.unlink(missing_ok=True)
                 self._forget_persisted(upstream)
 
     def _forget_persisted(self, node_id: str) -> None:
@@ -669,7 +709,7 @@ class GraphExecution:
             report = self.reports.get(request.node)
             if report is None or not report.state.ok:
                 continue
-            produced = self.produced[request.node]
+            produced = self._producer(request.node)
             if isinstance(produced, PrefectFuture):
                 produced = _completed_value(produced.state)
             output: NodeOutput = produced
@@ -690,8 +730,16 @@ class GraphExecution:
             outputs=outputs,
             nodes=ordered,
             halted_at=self.halted_at,
-            extra={"replicated_to": dict(self.replicated)} if self.replicated else {},
+            extra=self._extra(),
         )
+
+    def _extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.replicated:
+            extra["replicated_to"] = dict(self.replicated)
+        if self.memory is not None and self.memory.spilled:
+            extra["spilled"] = list(self.memory.spilled)
+        return extra
 
 
 def _final_state(future: PrefectFuture[Any]) -> State[Any] | BaseException:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -53,6 +54,8 @@ from integration.prefect.runners import DaskSettings, task_runner_for
 from integration.prefect.storage import TieredResultStorage, key_policy
 from integration.prefect.tasks import start_tag_services
 from integration.resources import ResourcePool
+from integration.resources.memory import MemoryManager
+from integration.resources.pool import machine_memory_mb
 from integration.result import NodeState, RunResult, RunState
 from integration.runs import RunRecord, abandoned_runs, load_record, runs_folder, save_record
 
@@ -184,6 +187,9 @@ def flow_from_plan(
     }
     state = _FlowState(plan, tasks, label, max_workers, caching, refresh, resume)
     state.pool = pool
+    if strategy != "distributed":
+        rm = resource_management or ResourceManagementConfig()
+        state.memory_limit = (rm.memory_mb or machine_memory_mb(), rm.offload_threshold)
     bound = plan.graph
 
     def run_graph_flow(**inputs: Any) -> dict[str, Any]:
@@ -226,6 +232,7 @@ class _FlowState:
     __slots__ = (
         "caching",
         "max_workers",
+        "memory_limit",
         "pool",
         "plan",
         "refresh",
@@ -252,6 +259,7 @@ class _FlowState:
         self.max_workers = max_workers
         self.resume = resume
         self.pool: ResourcePool | None = None
+        self.memory_limit: tuple[float, float] | None = None  # (MB, spill fraction)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_state_elsewhere, (self.plan.name,))
@@ -290,6 +298,7 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
         run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,
         pool=state.pool,
         replicate=getattr(flow_run.task_runner, "replicate", None) if flow_run else None,
+        memory=_memory_manager(state, run_id),
     )
     tag_sets = {frozenset(t.get(cached=False).tags) for t in state.tasks.values()}
     if any(tag_sets) and state.strategy != "distributed":
@@ -308,6 +317,9 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
             record.state, record.finished = "crashed", time.time()
             save_record(folder, record)
         raise
+    finally:
+        if execution.memory is not None:
+            execution.memory.clean()
     result.duration_s = time.perf_counter() - started
     result.strategy = state.strategy
     result.flow_run_id = str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None
@@ -332,6 +344,18 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
     if not result.ok:
         raise GraphRunFailed(result)
     return result.outputs
+
+
+def _memory_manager(state: _FlowState, run_id: str | None) -> MemoryManager | None:
+    """Spilling for the local strategies: into the cache folder, or a temporary one."""
+    if state.memory_limit is None:
+        return None
+    limit_mb, fraction = state.memory_limit
+    if state.caching:
+        folder = cache_folder(state.caching) / "spill" / (run_id or uuid.uuid4().hex)
+    else:
+        folder = Path(tempfile.gettempdir()) / f"nodegraph-spill-{run_id or uuid.uuid4().hex}"
+    return MemoryManager(limit_mb, fraction, folder)
 
 
 def _begin_record(state: _FlowState, run_id: str, values: dict[str, Any], scope: str) -> RunRecord:

@@ -102,7 +102,7 @@ def local_capacity(overrides: Mapping[str, float | None] | None = None) -> dict[
             if hasattr(os, "sched_getaffinity")
             else os.cpu_count() or 1
         ),
-        "memory_mb": _memory_mb(),
+        "memory_mb": machine_memory_mb(),
         "gpu_count": float(len(gpus)),
         "gpu_memory_mb": max((g.memory_total_mb for g in gpus), default=0.0),
     }
@@ -112,7 +112,8 @@ def local_capacity(overrides: Mapping[str, float | None] | None = None) -> dict[
     return capacity
 
 
-def _memory_mb() -> float:
+def machine_memory_mb() -> float:
+    """This machine's physical memory in MB (infinite when it cannot be read)."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e6
     except (ValueError, OSError, AttributeError):
