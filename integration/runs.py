@@ -23,6 +23,7 @@ import os
 import pickle
 import socket
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,17 +117,19 @@ def process_start(pid: int) -> str:
     Comparing it guards against a recycled pid. Without ``/proc`` it falls back to
     whether the pid exists.
     """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except FileNotFoundError:
-        return ""
-    except OSError:
+    if Path("/proc/self/stat").exists():
         try:
-            os.kill(pid, 0)
-        except OSError:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            return stat.rsplit(")", 1)[1].split()[19]
+        except (OSError, IndexError):
             return ""
-        return "alive"
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return "alive"  # exists, owned by someone else
+    except OSError:
+        return ""
+    return "alive"
 
 
 def runs_folder(cache_root: Path) -> Path:
@@ -137,7 +140,7 @@ def save_record(folder: Path, record: RunRecord, active: bool = False) -> None:
     """Write ``record``; with ``active``, mark it running, otherwise clear the mark."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{record.run_id}.json"
-    temporary = path.with_suffix(".tmp")
+    temporary = path.with_suffix(f".{os.getpid()}.{uuid.uuid4().hex}.tmp")
     temporary.write_text(json.dumps(asdict(record), default=repr))
     temporary.replace(path)
     marker = folder / "active" / record.run_id
@@ -183,7 +186,12 @@ def abandoned_runs(folder: Path) -> list[RunRecord]:
 
 
 def _trim(folder: Path) -> None:
-    records = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime)
-    for stale in records[:-KEEP]:
+    dated = []
+    for path in folder.glob("*.json"):
+        try:
+            dated.append((path.stat().st_mtime, path))
+        except FileNotFoundError:  # trimmed by another process meanwhile
+            continue
+    for _, stale in sorted(dated)[:-KEEP]:
         if not (folder / "active" / stale.stem).exists():
             stale.unlink(missing_ok=True)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextvars
 import ctypes
 import multiprocessing
+import pickle
 import threading
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
@@ -134,7 +135,7 @@ def _receive(
             else f"{what}: its process did not {step} within {seconds:g} s and was killed"
         )
     try:
-        return receiver.recv()
+        return pickle.loads(receiver.recv_bytes())
     except EOFError:
         child.join(5)
         raise NodegraphError(
@@ -147,14 +148,20 @@ def _child(
     values: dict[str, Any],
     sender: Connection,
 ) -> None:
-    sender.send(("ready", None))
+    sender.send_bytes(pickle.dumps(("ready", None)))
     try:
         answer: tuple[str, Any] = ("ok", invoke(values))
     except BaseException as exc:
         answer = ("error", exc)
     try:
-        sender.send(answer)
+        # Round-trip first: an exception that pickles but cannot be rebuilt would
+        # otherwise surface in the parent as an unrelated TypeError.
+        payload = pickle.dumps(answer)
+        pickle.loads(payload)
+        sender.send_bytes(payload)
     except Exception as exc:  # an unpicklable result or exception
-        sender.send(("error", NodegraphError(f"cannot send the node's answer back: {exc!r}")))
+        kind, value = answer
+        reason = f"{value!r}" if kind == "error" else f"its result cannot be pickled: {exc!r}"
+        sender.send_bytes(pickle.dumps(("error", NodegraphError(f"node failed: {reason}"))))
     finally:
         sender.close()

@@ -183,10 +183,13 @@ def run_node_task(
     variables are set around each task run.
     """
     hydrated = _hydrated(context_id, context_blob)
-    client_context = _thread_client_context()
+    # The flow run's settings first: the client is built for the flow's API.
+    tokens: list[tuple[Any, Any]] = [
+        (SettingsContext.__var__, SettingsContext.__var__.set(hydrated.settings))
+    ]
+    client_context = _thread_client_context(hydrated.settings.settings.api.url)
     flow_context = _thread_flow_context(context_id, hydrated, client_context)
-    tokens = [
-        (SettingsContext.__var__, SettingsContext.__var__.set(hydrated.settings)),
+    tokens += [
         (SyncClientContext.__var__, SyncClientContext.__var__.set(client_context)),
         (
             FlowRunContext.__var__,
@@ -263,14 +266,17 @@ def _hydrated(context_id: str, blob: bytes) -> _Hydrated:
     return hydrated
 
 
-def _thread_client_context() -> SyncClientContext:
-    """This thread's API client, opened once and kept for the thread's life."""
-    context = getattr(_thread_state, "client", None)
+def _thread_client_context(api_url: str | None) -> SyncClientContext:
+    """This thread's API client for ``api_url``, opened once and kept open."""
+    clients = getattr(_thread_state, "clients", None)
+    if clients is None:
+        clients = _thread_state.clients = {}
+    context = clients.get(api_url)
     if context is None:
         context = SyncClientContext()
         context.client.__enter__()
         context._context_stack = 1  # held open: task runs never close it
-        _thread_state.client = context
+        clients[api_url] = context
     return context
 
 

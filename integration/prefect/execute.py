@@ -22,6 +22,8 @@ When a node fails (after its retries), its policy's action decides:
 from __future__ import annotations
 
 import heapq
+import logging
+import pickle
 import queue
 from collections.abc import Callable, Mapping
 from enum import Enum
@@ -53,6 +55,8 @@ from integration.prefect.tasks import (
 from integration.resources import ResourcePool, ResourceRequirement
 from integration.resources.memory import MemoryManager, Spilled
 from integration.result import NodeReport, NodeState, RunResult, RunState
+
+logger = logging.getLogger("nodegraph.run")
 
 DEFAULT_WINDOW = 64
 """Most nodes in flight at once when the thread pool is unbounded."""
@@ -376,48 +380,65 @@ class GraphExecution:
                 if node_id not in submitted and node_id not in self.reports:
                     submit(node_id)
 
-        pump()
-        while in_flight:
-            node_id, is_fallback, future = finished.get()
-            in_flight.pop((node_id, is_fallback), None)
-            reserved = self._reserved.pop(node_id, None)
-            if reserved is not None:
-                assert self.pool is not None
-                self.pool.release(reserved)
-            if node_id in self.reports:
-                continue  # a prefetched node whose producer failed first
-            state = _final_state(future)
-            if is_fallback:
-                outcome = self._finish_fallback(node_id, state)
-            elif isinstance(state, UpstreamTaskError) or (
-                isinstance(state, State) and not state.is_final()
-            ):
-                # A prefetched node whose producer failed: the producer's failure marks
-                # it (by its policy) when that failure is processed.
-                continue
-            elif isinstance(state, BaseException):
-                outcome = self._failed(node_id, state, None)
-            else:
-                outcome = self._finish(node_id, state)
-            if outcome is Outcome.RUN_FALLBACK:
-                step = steps[node_id]
-                fallback = self.tasks[node_id].fallback()
-                track(node_id, True, fallback.submit(**self._fallback_arguments(step)))
-                continue
-            if outcome is Outcome.PRODUCED:
-                if node_id in broadcasting and not is_fallback:
-                    assert self.replicate is not None
-                    self.replicated[node_id] = self.replicate(future)
-                for consumer in self._successors[node_id]:
-                    if consumer not in running:
-                        continue
-                    not_done[consumer] -= 1
-                    if not_done[consumer] == 0:
-                        heapq.heappush(ready, (position[consumer], consumer))
-            self._relieve_memory()
+        try:
             pump()
-        if self.run_id is not None:
-            stop_starting_nodes(self.run_id, stop=False)
+            while in_flight or waiting:
+                if not in_flight:
+                    # Another run of the same flow holds the pool: wait for room.
+                    entry = waiting.pop(0)
+                    need = needs[entry[1]]
+                    assert self.pool is not None
+                    self.pool.wait_for_resources(need)
+                    self._reserved[entry[1]] = need
+                    submit(entry[1])
+                    continue
+                node_id, is_fallback, future = finished.get()
+                in_flight.pop((node_id, is_fallback), None)
+                reserved = self._reserved.pop(node_id, None)
+                if reserved is not None:
+                    assert self.pool is not None
+                    self.pool.release(reserved)
+                if node_id in self.reports:
+                    continue  # a prefetched node whose producer failed first
+                state = _final_state(future)
+                if is_fallback:
+                    outcome = self._finish_fallback(node_id, state)
+                elif isinstance(state, UpstreamTaskError) or (
+                    isinstance(state, State) and not state.is_final()
+                ):
+                    if not_done.get(node_id, 0) > 0:
+                        # A prefetched node whose producer failed: the producer's
+                        # failure marks it (by its policy) when it is processed.
+                        continue
+                    outcome = self._failed(node_id, _lost(future, state), None)
+                elif isinstance(state, BaseException):
+                    outcome = self._failed(node_id, state, None)
+                else:
+                    outcome = self._finish(node_id, state)
+                if outcome is Outcome.RUN_FALLBACK:
+                    step = steps[node_id]
+                    fallback = self.tasks[node_id].fallback()
+                    track(node_id, True, fallback.submit(**self._fallback_arguments(step)))
+                    continue
+                if outcome is Outcome.PRODUCED:
+                    if node_id in broadcasting and self.produced.get(node_id) is future:
+                        self._replicate(node_id, future)
+                    for consumer in self._successors[node_id]:
+                        if consumer not in running:
+                            continue
+                        not_done[consumer] -= 1
+                        if not_done[consumer] == 0:
+                            heapq.heappush(ready, (position[consumer], consumer))
+                self._relieve_memory()
+                pump()
+        finally:
+            # Whatever ends the loop, the pool and the node-start gate outlive this run.
+            if self.pool is not None:
+                for need in self._reserved.values():
+                    self.pool.release(need)
+                self._reserved.clear()
+            if self.run_id is not None:
+                stop_starting_nodes(self.run_id, stop=False)
         return self._result()
 
     # -- bookkeeping --------------------------------------------------------------
@@ -457,6 +478,13 @@ class GraphExecution:
             produced = self.produced[node_id] = self.memory.restore(produced)
         return produced
 
+    def _replicate(self, node_id: str, future: PrefectFuture[Any]) -> None:
+        assert self.replicate is not None
+        try:
+            self.replicated[node_id] = self.replicate(future)
+        except Exception as exc:  # consumers fetch it themselves instead
+            logger.warning("could not replicate the output of %r: %s", node_id, exc)
+
     def _relieve_memory(self) -> None:
         """Above the memory threshold, spill outputs no started consumer holds yet."""
         if self.memory is None or not self.memory.over_threshold():
@@ -464,13 +492,21 @@ class GraphExecution:
         for node_id, produced in list(self.produced.items()):
             if isinstance(produced, Spilled) or self.memory.pinned(node_id):
                 continue
+            if node_id not in self.reports:
+                continue  # not finished (or not yet processed): nothing to spill
             if any(c in self._started for c in self._successors[node_id]):
                 continue  # a consumer received it already; spilling would not free it
             if isinstance(produced, PrefectFuture):
                 if not produced.state.is_completed():
                     continue
                 produced = _completed_value(produced.state)
-            self.produced[node_id] = self.memory.spill(node_id, produced)
+            try:
+                spilled = self.memory.spill(node_id, produced)
+            except (pickle.PicklingError, TypeError, AttributeError, OSError) as exc:
+                logger.warning("cannot spill the output of %r, keeping it: %s", node_id, exc)
+                self.memory.pin_in_memory(node_id)
+                continue
+            self.produced[node_id] = spilled
             self._forget_persisted(node_id)
             if not self.memory.over_threshold():
                 return
@@ -740,6 +776,19 @@ class GraphExecution:
         if self.memory is not None and self.memory.spilled:
             extra["spilled"] = list(self.memory.spilled)
         return extra
+
+
+def _lost(future: PrefectFuture[Any], state: Any) -> BaseException:
+    """Why a submitted node ended without a final state (a Dask worker gave up on it)."""
+    wrapped = getattr(future, "wrapped_future", None)
+    if wrapped is not None:
+        try:
+            found = wrapped.exception(timeout=0)
+        except Exception as exc:  # the exception itself could not be fetched
+            found = exc
+        if isinstance(found, BaseException):
+            return found
+    return RuntimeError(f"the node's task ended without a final state ({state})")
 
 
 def _final_state(future: PrefectFuture[Any]) -> State[Any] | BaseException:

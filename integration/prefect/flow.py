@@ -286,25 +286,26 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
         keys = graph_keys(state.plan.graph, values, scope)
         record = _begin_record(state, run_id, values, scope)
         save_record(folder, record, active=True)
-    execution = GraphExecution(
-        state.plan,
-        state.tasks,
-        values,
-        session.listener if session else None,
-        keys=keys,
-        cache=hierarchy_for(state.caching) if state.caching else None,
-        refresh=state.refresh,
-        resuming=state.resume is not None,
-        run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,
-        pool=state.pool,
-        replicate=getattr(flow_run.task_runner, "replicate", None) if flow_run else None,
-        memory=_memory_manager(state, run_id),
-    )
-    tag_sets = {frozenset(t.get(cached=False).tags) for t in state.tasks.values()}
-    if any(tag_sets) and state.strategy != "distributed":
-        start_tag_services(tag_sets)
-    started = time.perf_counter()
+    memory = _memory_manager(state, run_id)
     try:
+        execution = GraphExecution(
+            state.plan,
+            state.tasks,
+            values,
+            session.listener if session else None,
+            keys=keys,
+            cache=hierarchy_for(state.caching) if state.caching else None,
+            refresh=state.refresh,
+            resuming=state.resume is not None,
+            run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,
+            pool=state.pool,
+            replicate=getattr(flow_run.task_runner, "replicate", None) if flow_run else None,
+            memory=memory,
+        )
+        tag_sets = {frozenset(t.get(cached=False).tags) for t in state.tasks.values()}
+        if any(tag_sets) and state.strategy != "distributed":
+            start_tag_services(tag_sets)
+        started = time.perf_counter()
         if state.strategy == "sequential":
             result = execution.run_sequential()
         elif state.strategy == "distributed":
@@ -318,8 +319,8 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
             save_record(folder, record)
         raise
     finally:
-        if execution.memory is not None:
-            execution.memory.clean()
+        if memory is not None:
+            memory.clean()
     result.duration_s = time.perf_counter() - started
     result.strategy = state.strategy
     result.flow_run_id = str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None
