@@ -82,6 +82,22 @@ def calibrate(seconds: float) -> int:
     return int(probe * seconds / (time.perf_counter() - start))
 
 
+def local_cluster(workers: int, threads: int) -> distributed.LocalCluster:
+    return distributed.LocalCluster(
+        n_workers=workers,
+        threads_per_worker=threads,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+
+
+def cluster_config(cluster: distributed.LocalCluster) -> NodegraphConfig:
+    """nodegraph on ``cluster``, without type tags (stock tasks carry none)."""
+    return NodegraphConfig(
+        execution=ExecutionConfig(dask_address=cluster.scheduler_address, tag_node_types=False)
+    )
+
+
 def timed(run: Any, repeat: int, tasks: int) -> tuple[float, Any]:
     """Median seconds of ``run()`` (which returns ``(value, flow run id)``); between
     runs, wait until the server has stored every task run of the last one."""
@@ -109,15 +125,8 @@ def main() -> None:
     logging.getLogger("distributed").setLevel(logging.ERROR)
     registry = NodeRegistry.default(extra_paths=[HERE / "nodes"])
     rows: dict[str, Any] = {}
-    with distributed.LocalCluster(
-        n_workers=args.workers,
-        threads_per_worker=args.threads,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    ) as cluster:
-        config = NodegraphConfig(
-            execution=ExecutionConfig(dask_address=cluster.scheduler_address, tag_node_types=False)
-        )
+    with local_cluster(args.workers, args.threads) as cluster:
+        config = cluster_config(cluster)
         fan = graphs.fan_doc()
 
         def ours() -> tuple[int, str]:
@@ -147,17 +156,10 @@ def main() -> None:
         )
 
     # A fresh cluster, so that the fan's leftovers do not weigh on the speedup.
-    with distributed.LocalCluster(
-        n_workers=args.workers,
-        threads_per_worker=args.spin_threads,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    ) as cluster:
+    with local_cluster(args.workers, args.spin_threads) as cluster:
         sys.path.insert(0, str(HERE / "nodes"))
         spin = spin_doc(calibrate(SPIN_SECONDS))
-        spin_config = NodegraphConfig(
-            execution=ExecutionConfig(dask_address=cluster.scheduler_address, tag_node_types=False)
-        )
+        spin_config = cluster_config(cluster)
         times = {}
         for label, strategy, processes in (
             ("sequential", "sequential", False),

@@ -13,7 +13,7 @@ to a translator. Later stages (cache keys, pruning, fusion) refine it here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from integration.graph.gcpause import gc_paused
 from integration.graph.model import split_ref
 from integration.graph.order import ancestors, levels
 from integration.graph.validate import Binding, BoundGraph, BoundNode
+from integration.resources.requirements import ResourceRequirement
 
 
 class PlanError(NodegraphError, ValueError):
@@ -68,6 +69,16 @@ class Plan:
     @property
     def name(self) -> str:
         return self.graph.name
+
+    def resource_needs(
+        self, node_ids: Iterable[str] | None = None
+    ) -> dict[str, ResourceRequirement]:
+        """The non-empty resource requirements of ``node_ids`` (default: every node)."""
+        return {
+            node_id: need
+            for node_id in (self.order if node_ids is None else node_ids)
+            if (need := self.steps[node_id].node.resources) is not None and not need.empty
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -259,13 +259,7 @@ class GraphExecution:
 
     def _needs(self) -> dict[str, ResourceRequirement]:
         """The resource requirements the pool gates, by node."""
-        if self.pool is None:
-            return {}
-        return {
-            node_id: need
-            for node_id in self.executing
-            if (need := self.plan.steps[node_id].node.resources) is not None and not need.empty
-        }
+        return {} if self.pool is None else self.plan.resource_needs(self.executing)
 
     def _action(self, node_id: str) -> str:
         return self.tasks[node_id].error_policy.final_action

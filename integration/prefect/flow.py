@@ -136,7 +136,6 @@ def flow_from_plan(
     tag_node_types: bool = True,
     caching: CachingConfig | None = None,
     refresh: bool = False,
-    retry: RetryPolicy | None = None,
     default_policy: ErrorPolicy | None = None,
     resume: RunRecord | None = None,
     dask: DaskSettings | None = None,
@@ -148,9 +147,9 @@ def flow_from_plan(
     (``resource_management`` locally, ``dask`` for the distributed strategy); a node
     that could never run raises ``GraphValidationError``.
 
-    ``default_policy`` fills what nodes' own policies leave unset (``retry`` is a
-    shorthand for its retry part). ``resume`` continues a recorded run: the new run
-    shares that run's checkpoints of ``cacheable=False`` nodes.
+    ``default_policy`` fills what nodes' own policies leave unset. ``resume``
+    continues a recorded run: the new run shares that run's checkpoints of
+    ``cacheable=False`` nodes.
 
     With ``caching`` (enabled), node results are keyed by content and stored in the
     configured tiers; cached nodes are loaded instead of run. ``refresh`` recomputes
@@ -173,7 +172,7 @@ def flow_from_plan(
     caching = caching if caching is not None and caching.enable else None
     storage = TieredResultStorage.for_config(caching) if caching is not None else None
     policy = key_policy(caching) if caching is not None else None
-    defaults = (default_policy or ErrorPolicy()).merged_over(ErrorPolicy(retry=retry))
+    defaults = default_policy or ErrorPolicy()
     tasks = {
         n: NodeTasks(
             plan.steps[n].node,
@@ -187,6 +186,10 @@ def flow_from_plan(
     }
     state = _FlowState(plan, tasks, label, max_workers, caching, refresh, resume)
     state.pool = pool
+    if strategy != "distributed":
+        state.tag_sets = {frozenset(t.get(cached=False).tags) for t in tasks.values()} - {
+            frozenset()
+        }
     if strategy != "distributed":
         rm = resource_management or ResourceManagementConfig()
         state.memory_limit = (rm.memory_mb or machine_memory_mb(), rm.offload_threshold)
@@ -237,6 +240,7 @@ class _FlowState:
         "plan",
         "refresh",
         "resume",
+        "tag_sets",
         "strategy",
         "tasks",
     )
@@ -260,6 +264,8 @@ class _FlowState:
         self.resume = resume
         self.pool: ResourcePool | None = None
         self.memory_limit: tuple[float, float] | None = None  # (MB, spill fraction)
+        # Node task tag sets whose Prefect services start before each run (local runners)
+        self.tag_sets: set[frozenset[str]] = set()
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_state_elsewhere, (self.plan.name,))
@@ -302,9 +308,8 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
             replicate=getattr(flow_run.task_runner, "replicate", None) if flow_run else None,
             memory=memory,
         )
-        tag_sets = {frozenset(t.get(cached=False).tags) for t in state.tasks.values()}
-        if any(tag_sets) and state.strategy != "distributed":
-            start_tag_services(tag_sets)
+        if state.tag_sets:
+            start_tag_services(state.tag_sets)
         started = time.perf_counter()
         if state.strategy == "sequential":
             result = execution.run_sequential()

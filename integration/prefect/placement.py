@@ -32,11 +32,7 @@ def place(
     resource_management: ResourceManagementConfig | None,
 ) -> tuple[ResourcePool | None, dict[str, dict[str, float]]]:
     """The local pool (local strategies) or each node's Dask resources (distributed)."""
-    needs = {
-        node_id: need
-        for node_id in plan.order
-        if (need := plan.steps[node_id].node.resources) is not None and not need.empty
-    }
+    needs = plan.resource_needs()
     if not needs:
         return None, {}
     if strategy == "distributed":

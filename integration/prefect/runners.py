@@ -21,12 +21,13 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from integration.graph.registry import PackSource
-from integration.resources import discover_gpus
+from integration.resources import GpuInfo, discover_gpus
 
 STRATEGIES = ("sequential", "parallel", "distributed")
 
@@ -43,10 +44,15 @@ class DaskSettings:
     gpus: str = "auto"
     spill_fraction: float | None = None
 
+    @cached_property
+    def found_gpus(self) -> list[GpuInfo]:
+        """This machine's GPUs, asked of NVML once."""
+        return discover_gpus()
+
     def use_cuda(self) -> bool:
         if self.address or self.gpus == "off":
             return False
-        return self.gpus == "on" or bool(discover_gpus())
+        return self.gpus == "on" or bool(self.found_gpus)
 
     def worker_offer(self) -> dict[str, float]:
         """What each worker of a local cluster advertises, as Dask resources."""
@@ -55,16 +61,15 @@ class DaskSettings:
         if memory:
             offer["MEMORY"] = memory
         if self.use_cuda():
-            gpus = discover_gpus()
             offer["GPU"] = 1.0
-            if gpus:
-                offer["GPU_MEMORY"] = min(g.memory_total_mb for g in gpus) * 1e6
+            if self.found_gpus:
+                offer["GPU_MEMORY"] = min(g.memory_total_mb for g in self.found_gpus) * 1e6
         offer.update(self.resources)
         return offer
 
     def worker_count(self) -> int:
         if self.use_cuda():
-            return max(len(discover_gpus()), 1)
+            return max(len(self.found_gpus), 1)
         return self.workers or min(len(os.sched_getaffinity(0)), 4)
 
     def memory_bytes(self) -> float | None:
