@@ -88,6 +88,34 @@ def test_processes_really_run_in_other_processes(registry):
     assert os.getpid() not in pids
 
 
+def _pids(registry, count: int = 4) -> set[int]:
+    graph = {
+        "name": "pids",
+        "nodes": [
+            {"id": f"p{i}", "type": "testpack.pid", "params": {"value": i}} for i in range(count)
+        ],
+    }
+    # Uncached: a cached pid would say nothing about where the node ran this time.
+    result = run(graph, registry, strategy="parallel", processes=True, max_workers=2, cache=False)
+    assert result.ok, result.errors
+    return {result.outputs[f"p{i}.out"] for i in range(count)}
+
+
+def test_the_process_pool_stays_warm_between_runs(registry):
+    first, second = _pids(registry), _pids(registry)
+    assert len(first | second) <= 2, "a second run should reuse the first run's processes"
+
+
+def test_a_process_that_dies_fails_its_node_and_the_next_run_gets_a_new_pool(registry):
+    before = _pids(registry)
+    graph = {"name": "dies", "nodes": [{"id": "boom", "type": "testpack.exit_process"}]}
+    result = run(graph, registry, strategy="parallel", processes=True, max_workers=2)
+    assert result.nodes["boom"].state == NodeState.FAILED
+    assert result.nodes["boom"].error.exception_type == "BrokenProcessPool"
+    after = _pids(registry)
+    assert not before & after, "the broken pool's processes should have been replaced"
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES[1:])
 def test_independent_branches_run_side_by_side(registry, strategy, tmp_path):
     names = ["left", "right"]

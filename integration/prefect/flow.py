@@ -49,6 +49,7 @@ from integration.graph.registry import NodeRegistry, PackSource
 from integration.graph.validate import BoundGraph, BoundNode, bind, resolve_inputs
 from integration.plan import Plan, make_plan
 from integration.prefect.execute import GraphExecution, NodeListener, NodeTasks
+from integration.prefect.heartbeat import flow_run_heartbeats, prefect_heartbeats_off
 from integration.prefect.placement import place
 from integration.prefect.runners import DaskSettings, task_runner_for
 from integration.prefect.storage import TieredResultStorage, key_policy
@@ -96,6 +97,8 @@ class _Session:
 
     listener: NodeListener | None = None
     results: list[RunResult] = field(default_factory=list)
+    # Set when the caller switched Prefect's heartbeat thread off: the body sends them.
+    heartbeat_seconds: int | None = None
 
 
 _session: ContextVar[_Session | None] = ContextVar("nodegraph_session", default=None)
@@ -293,39 +296,40 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
         record = _begin_record(state, run_id, values, scope)
         save_record(folder, record, active=True)
     memory = _memory_manager(state, run_id)
-    try:
-        execution = GraphExecution(
-            state.plan,
-            state.tasks,
-            values,
-            session.listener if session else None,
-            keys=keys,
-            cache=hierarchy_for(state.caching) if state.caching else None,
-            refresh=state.refresh,
-            resuming=state.resume is not None,
-            run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,
-            pool=state.pool,
-            replicate=getattr(flow_run.task_runner, "replicate", None) if flow_run else None,
-            memory=memory,
-        )
-        if state.tag_sets:
-            start_tag_services(state.tag_sets)
-        started = time.perf_counter()
-        if state.strategy == "sequential":
-            result = execution.run_sequential()
-        elif state.strategy == "distributed":
-            # Dask schedules what it receives; every node may be submitted up front.
-            result = execution.run_parallel(window=max(len(state.plan.order), 1))
-        else:
-            result = execution.run_parallel(window=state.max_workers)
-    except BaseException:
-        if record is not None:
-            record.state, record.finished = "crashed", time.time()
-            save_record(folder, record)
-        raise
-    finally:
-        if memory is not None:
-            memory.clean()
+    with flow_run_heartbeats(session.heartbeat_seconds if session else None):
+        try:
+            execution = GraphExecution(
+                state.plan,
+                state.tasks,
+                values,
+                session.listener if session else None,
+                keys=keys,
+                cache=hierarchy_for(state.caching) if state.caching else None,
+                refresh=state.refresh,
+                resuming=state.resume is not None,
+                run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,
+                pool=state.pool,
+                replicate=getattr(flow_run.task_runner, "replicate", None) if flow_run else None,
+                memory=memory,
+            )
+            if state.tag_sets:
+                start_tag_services(state.tag_sets)
+            started = time.perf_counter()
+            if state.strategy == "sequential":
+                result = execution.run_sequential()
+            elif state.strategy == "distributed":
+                # Dask schedules what it receives; every node may be submitted up front.
+                result = execution.run_parallel(window=max(len(state.plan.order), 1))
+            else:
+                result = execution.run_parallel(window=state.max_workers)
+        except BaseException:
+            if record is not None:
+                record.state, record.finished = "crashed", time.time()
+                save_record(folder, record)
+            raise
+        finally:
+            if memory is not None:
+                memory.clean()
     result.duration_s = time.perf_counter() - started
     result.strategy = state.strategy
     result.flow_run_id = str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None
@@ -588,7 +592,8 @@ def _call(
     session = _Session(listener=on_node_finished)
     token = _session.set(session)
     try:
-        state = flow(**values, return_state=True)
+        with prefect_heartbeats_off() as session.heartbeat_seconds:
+            state = flow(**values, return_state=True)
     finally:
         _session.reset(token)
     if not session.results:

@@ -7,7 +7,7 @@
 | strategy | how nodes run |
 | --- | --- |
 | sequential | direct task calls in the flow's thread, in topological order |
-| parallel | ``ThreadPoolTaskRunner``, or ``ProcessPoolTaskRunner`` with ``processes=True`` |
+| parallel | ``ThreadPoolTaskRunner``, or ``WarmProcessPoolTaskRunner`` with ``processes=True`` |
 | distributed | ``NodegraphDaskTaskRunner`` (see ``integration.prefect.dask``) |
 
 The distributed strategy runs on a temporary ``LocalCluster``, on an existing cluster
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from integration.graph.registry import PackSource
 from integration.resources import GpuInfo, discover_gpus
@@ -143,7 +143,9 @@ def task_runner_for(
             packs=packs,
         )
     if strategy == "parallel" and processes:
-        return ProcessPoolTaskRunner(max_workers=max_workers)
+        from integration.prefect.process_pool import WarmProcessPoolTaskRunner
+
+        return WarmProcessPoolTaskRunner(max_workers=max_workers)
     if strategy == "sequential":
         # Nodes are called directly, so the runner only serves stray submits.
         return ThreadPoolTaskRunner(max_workers=1)
