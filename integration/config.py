@@ -232,6 +232,21 @@ class NodegraphConfig(BaseSettings):
     """The whole configuration."""
 
     model_config = SettingsConfigDict(
+    events: bool = Field(
+        default=True,
+        description="Emit Prefect events: nodegraph.graph.completed|failed per run, and "
+        "per node unless node_events is false.",
+    )
+    node_events: bool = Field(
+        default=True,
+        description="Also emit nodegraph.node.completed|failed|cached per node (when "
+        "events is true); switch off for huge graphs.",
+    )
+    artifacts: bool = Field(
+        default=True,
+        description="Publish a summary table and a mermaid diagram of each run as "
+        "Prefect artifacts on its flow run.",
+    )
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
     )
 

@@ -226,7 +226,7 @@ def test_one_task_run_per_node_named_and_tagged_with_futures_as_inputs(registry,
     result = run(EXAMPLES / "hello.yaml", registry, strategy=strategy)
     runs = _task_runs(result.flow_run_id, 4)
     assert set(runs) == {"greeting", "shout", "letters", "doubled"}
-    assert runs["shout"].tags == ["core.upper"]
+    assert sorted(runs["shout"].tags) == ["core.upper", "pack:core"]  # type and pack
     # the consumer's inputs reference the producer's task run: the UI draws the edge
     upstream = runs["shout"].task_inputs["upstream"]
     assert [ref.id for ref in upstream] == [runs["greeting"].id]

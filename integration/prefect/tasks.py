@@ -2,6 +2,8 @@
 
     >>> from integration.prefect.tasks import node_task
     >>> # node_task(bound_node) -> a Task named after the node id, tagged with its type
+    >>> pack_tag("core")
+    'pack:core'
 
 The body is a module-level function, so process pools and remote workers import it by
 reference; the ``NodeType`` it receives pickles by pack reference (see the registry).
@@ -234,7 +236,8 @@ def node_task(
     retry: RetryPolicy | None = None,
     timeout_seconds: float | None = None,
 ) -> Task[..., NodeOutput]:
-    """The Prefect task of one node: named after the node, tagged with its type.
+    """The Prefect task of one node: named after the node, tagged with its type and
+    its pack (``core.add`` and ``pack:core``).
 
     Equivalent to ``NODE_TASK.with_options(name=..., task_run_name=..., tags=...)``, but
     ``with_options`` re-reads the function's source (``inspect.getsource``) for every
@@ -242,7 +245,8 @@ def node_task(
     so building a 10,000-node flow stays fast.
 
     Prefect asks the server for tag concurrency slots for every task run that has
-    tags (a round trip per node), so ``tag_type=False`` leaves the type tag off.
+    tags (a round trip per node), so ``tag_type=False`` leaves the type and pack tags
+    off; together they cost the same single round trip.
 
     With ``storage`` (a ``TieredResultStorage``), the result is persisted under the
     node's cache key; ``refresh`` recomputes and overwrites instead of reading it.
@@ -252,7 +256,11 @@ def node_task(
     task = copy.copy(NODE_TASK)
     task.name = node.id
     task.task_run_name = node.id
-    task.tags = {node.type.qualified_name, *node.tags} if tag_type else set(node.tags)
+    task.tags = set(node.tags)
+    if tag_type:
+        task.tags.add(node.type.qualified_name)
+        if node.type.pack:
+            task.tags.add(pack_tag(node.type.pack))
     if storage is not None:
         task.cache_policy = policy if policy is not None else NodeKeyPolicy()
         task.persist_result = True
@@ -265,6 +273,11 @@ def node_task(
         task.retry_condition_fn = RetryCondition(retry)
     task.timeout_seconds = timeout_seconds
     return task
+
+
+def pack_tag(pack: str) -> str:
+    """The task tag of a node pack, namespaced apart from type tags and users' own."""
+    return f"pack:{pack}"
 
 
 def start_tag_services(tag_sets: Iterable[frozenset[str]]) -> None:
