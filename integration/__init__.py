@@ -32,10 +32,12 @@ from integration.result import NodeReport, NodeState, RunResult, RunState
 
 if TYPE_CHECKING:
     from integration.prefect import GraphRunFailed, resume, run, to_flow
+    from integration.prefect.submit import RunHandle, cancel, status, submit
 
 __version__ = "0.1.0"
 
 _LAZY = {"run", "resume", "to_flow", "GraphRunFailed"}
+_LAZY_SUBMIT = {"submit", "status", "cancel", "RunHandle"}
 
 
 def __getattr__(name: str) -> Any:
@@ -43,6 +45,10 @@ def __getattr__(name: str) -> Any:
         from integration import prefect as translator
 
         return getattr(translator, name)
+    if name in _LAZY_SUBMIT:
+        from integration.prefect import submit
+
+        return getattr(submit, name)
     raise AttributeError(f"module 'integration' has no attribute {name!r}")
 
 
@@ -63,14 +69,18 @@ __all__ = [
     "NodegraphError",
     "Plan",
     "Port",
+    "RunHandle",
     "RunResult",
     "RunState",
     "bind",
+    "cancel",
     "load_config",
     "load_graph",
     "make_plan",
     "node",
     "resume",
     "run",
+    "status",
+    "submit",
     "to_flow",
 ]

@@ -86,6 +86,12 @@ class ExecutionConfig(_Section):
         description="Longest one attempt of a node may run, for nodes whose policy sets "
         "none (default: no limit).",
     )
+    cancel_check_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="How often a run asks the Prefect server whether it was cancelled, "
+        "and publishes its progress (0: never).",
+    )
     tag_node_types: bool = Field(
         default=True,
         description="Tag each task run with its node type (enables Prefect tag concurrency "
@@ -226,12 +232,6 @@ class MonitoringConfig(_Section):
         default="WARNING",
         description="Level of Prefect's console log in the CLI; the Prefect UI gets all.",
     )
-
-
-class NodegraphConfig(BaseSettings):
-    """The whole configuration."""
-
-    model_config = SettingsConfigDict(
     events: bool = Field(
         default=True,
         description="Emit Prefect events: nodegraph.graph.completed|failed per run, and "
@@ -247,6 +247,12 @@ class NodegraphConfig(BaseSettings):
         description="Publish a summary table and a mermaid diagram of each run as "
         "Prefect artifacts on its flow run.",
     )
+
+
+class NodegraphConfig(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
     )
 

@@ -51,12 +51,14 @@ class RunState(StrEnum):
     | partial: nodes were skipped by a ``skip`` policy | Completed, with a warning | 3 |
     | failed: a node failed and no policy absorbed it | Failed | 1 |
     | halted: a ``halt`` policy stopped the run; resume it | Failed | 4 |
+    | cancelled: the flow run was cancelled; finished nodes are kept; resume it | Cancelled | 5 |
     """
 
     COMPLETED = "completed"
     PARTIAL = "partial"
     FAILED = "failed"
     HALTED = "halted"
+    CANCELLED = "cancelled"
 
 
 @dataclass
@@ -115,8 +117,10 @@ class RunResult:
 
     @property
     def resume_hint(self) -> str | None:
-        """The command that continues a halted or failed run, if it can be resumed."""
-        if self.state not in (RunState.HALTED, RunState.FAILED) or not self.resume_id:
+        """The command that continues a halted, failed or cancelled run, if it can be
+        resumed."""
+        resumable = (RunState.HALTED, RunState.FAILED, RunState.CANCELLED)
+        if self.state not in resumable or not self.resume_id:
             return None
         return f"nodegraph resume {self.resume_id}"
 

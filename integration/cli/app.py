@@ -1,11 +1,13 @@
-"""The ``nodegraph`` command: run, resume, validate, plan, nodes and schema.
+"""The ``nodegraph`` command: run, resume, validate, plan, nodes and schema; deploy,
+serve, submit, status and cancel (``integration.cli.remote``).
 
     $ nodegraph run flows/examples/hello.yaml --input name=Ada
     $ nodegraph validate flows/examples/hello.yaml --json
 
 Exit codes: 0 success; 1 the graph is invalid, its inputs are bad, or a node failed;
 2 the command line itself is wrong; 3 the run completed partially (nodes were skipped
-by a ``skip`` policy); 4 the run halted (a ``halt`` policy; resume it). With ``--json``
+by a ``skip`` policy); 4 the run halted (a ``halt`` policy; resume it); 5 the run was
+cancelled (resume it). With ``--json``
 stdout carries exactly one JSON object and progress and logs go to stderr.
 """
 
@@ -22,7 +24,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from integration.cli import render
+from integration.cli import remote, render
 from integration.cli.cache import cache_app
 from integration.cli.options import (
     ConfigOption,
@@ -161,6 +163,7 @@ EXIT_CODES = {
     RunState.FAILED: 1,
     RunState.PARTIAL: 3,
     RunState.HALTED: 4,
+    RunState.CANCELLED: 5,
 }
 """The exit code of ``run`` and ``resume`` for each way a run ends."""
 
@@ -344,6 +347,10 @@ def _quiet_prefect_console(config: NodegraphConfig) -> None:
     os.environ.setdefault(
         "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", config.monitoring.prefect_console_log_level
     )
+
+
+for command in (remote.deploy, remote.serve, remote.submit, remote.status, remote.cancel):
+    app.command()(command)
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ _RUN_STYLE = {
     RunState.PARTIAL: "yellow",
     RunState.FAILED: "bold red",
     RunState.HALTED: "bold yellow",
+    RunState.CANCELLED: "bold yellow",
 }
 
 

@@ -21,6 +21,8 @@ When a node fails (after its retries), its policy's action decides:
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import heapq
 import logging
 import pickle
@@ -192,6 +194,9 @@ class GraphExecution:
         # NodeOutput (sequential, or loaded from the cache) or PrefectFuture (parallel)
         self.produced: dict[str, Any] = {}
         self.halted_at: str | None = None
+        # Set (from another thread) when the flow run is cancelled: nothing new starts.
+        self.cancelled: str | None = None
+        self._wake: Callable[[], None] | None = None
         # Nodes computed from a fallback's outputs: never cached under their node keys.
         self.tainted: set[str] = set()
         self._failures: dict[str, tuple[BaseException, str | None]] = {}
@@ -266,9 +271,29 @@ class GraphExecution:
 
     # -- strategies ---------------------------------------------------------------
 
+    def cancel(self, reason: str = "the flow run was cancelled") -> None:
+        """Stop the run: start no more nodes and cancel those that have not started
+        where the runner can (queued Dask and process-pool futures). Running nodes
+        finish and keep their results. Safe to call from any thread."""
+        if self.cancelled is not None:
+            return
+        self.cancelled = reason
+        if self.run_id is not None:
+            stop_starting_nodes(self.run_id)
+        for produced in list(self.produced.values()):
+            wrapped = getattr(produced, "wrapped_future", None)
+            if wrapped is not None and not wrapped.done():
+                wrapped.cancel()
+        if self._wake is not None:
+            self._wake()
+
+    @property
+    def stopping(self) -> bool:
+        return self.halted_at is not None or self.cancelled is not None
+
     def run_sequential(self) -> RunResult:
         for node_id in self.executing:
-            if self.halted_at is not None:
+            if self.stopping:
                 break
             if node_id in self.reports:
                 continue  # already marked by a failure upstream
@@ -350,7 +375,7 @@ class GraphExecution:
                     heapq.heappush(lookahead, (position[consumer], consumer))
 
         def pump() -> None:
-            if self.halted_at is not None:
+            if self.stopping:
                 return
             if waiting:
                 ready.extend(waiting)
@@ -374,9 +399,13 @@ class GraphExecution:
                 if node_id not in submitted and node_id not in self.reports:
                     submit(node_id)
 
+        # A cancel from another thread wakes the loop below; the marker is not a node.
+        self._wake = lambda: finished.put(("", False, None))  # type: ignore[arg-type]
         try:
             pump()
             while in_flight or waiting:
+                if self.cancelled is not None and not in_flight:
+                    break  # what waits for resources never starts
                 if not in_flight:
                     # Another run of the same flow holds the pool: wait for room.
                     entry = waiting.pop(0)
@@ -387,6 +416,8 @@ class GraphExecution:
                     submit(entry[1])
                     continue
                 node_id, is_fallback, future = finished.get()
+                if future is None:
+                    continue  # the cancel marker
                 in_flight.pop((node_id, is_fallback), None)
                 reserved = self._reserved.pop(node_id, None)
                 if reserved is not None:
@@ -426,6 +457,7 @@ class GraphExecution:
                 self._relieve_memory()
                 pump()
         finally:
+            self._wake = None
             # Whatever ends the loop, the pool and the node-start gate outlive this run.
             if self.pool is not None:
                 for need in self._reserved.values():
@@ -574,7 +606,9 @@ class GraphExecution:
 
     def _failed(self, node_id: str, exc: BaseException, task_run_id: str | None) -> Outcome:
         """A node failed for good (its retries are spent): apply its policy's action."""
-        if isinstance(exc, NodeNotStarted):
+        if isinstance(exc, NodeNotStarted) or (
+            self.cancelled is not None and isinstance(exc, _CANCELLED)
+        ):
             self._block(node_id, str(exc))
             return Outcome.STOPPED
         action = self._action(node_id)
@@ -676,7 +710,7 @@ class GraphExecution:
         if node_id in self.reports:
             return
         node_type = self.plan.steps[node_id].node.type.qualified_name
-        if self.halted_at is not None:
+        if self.halted_at is not None or self.cancelled is not None:
             self._report(
                 NodeReport(node_id, node_type, NodeState.PENDING, reason=self._halt_reason())
             )
@@ -693,6 +727,8 @@ class GraphExecution:
         self._report(NodeReport(node_id, node_type, NodeState.SKIPPED, reason=reason))
 
     def _halt_reason(self) -> str:
+        if self.halted_at is None:
+            return f"not run: {self.cancelled}"
         return f"not run: the run halted after node {self.halted_at!r} failed"
 
     def _release_inputs(self, step: PlanStep) -> None:
@@ -745,7 +781,9 @@ class GraphExecution:
             output: NodeOutput = produced
             outputs[request.name] = output.values[request.port]
         states = {r.state for r in self.reports.values()}
-        if self.halted_at is not None:
+        if self.cancelled is not None and NodeState.PENDING in states:
+            run_state = RunState.CANCELLED
+        elif self.halted_at is not None:
             run_state = RunState.HALTED
         elif states & {NodeState.FAILED, NodeState.UPSTREAM_FAILED, NodeState.PENDING}:
             run_state = RunState.FAILED
@@ -785,6 +823,11 @@ def _lost(future: PrefectFuture[Any], state: Any) -> BaseException:
     return RuntimeError(f"the node's task ended without a final state ({state})")
 
 
+_CANCELLED = (concurrent.futures.CancelledError, asyncio.CancelledError)
+"""What a future cancelled before its node started raises (threads and processes;
+Dask)."""
+
+
 def _final_state(future: PrefectFuture[Any]) -> State[Any] | BaseException:
     """The future's final state, or the exception that kept it from having one.
 
@@ -794,7 +837,7 @@ def _final_state(future: PrefectFuture[Any]) -> State[Any] | BaseException:
     try:
         future.wait()
         return future.state
-    except Exception as exc:
+    except (Exception, asyncio.CancelledError) as exc:  # Dask's is a BaseException
         return exc
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import logging
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -30,7 +31,7 @@ from typing import Any
 from prefect import Flow
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
-from prefect.states import Completed, Crashed
+from prefect.states import Cancelled, Completed, Crashed
 
 from integration.cache.factory import cache_folder, hierarchy_for
 from integration.cache.hierarchy import CacheHierarchy
@@ -38,6 +39,7 @@ from integration.cache.history import record_run
 from integration.cache.keys import graph_keys
 from integration.config import (
     CachingConfig,
+    MonitoringConfig,
     NodegraphConfig,
     ResourceManagementConfig,
     load_config,
@@ -50,14 +52,16 @@ from integration.graph.validate import BoundGraph, BoundNode, bind, resolve_inpu
 from integration.plan import Plan, make_plan
 from integration.prefect.execute import GraphExecution, NodeListener, NodeTasks
 from integration.prefect.heartbeat import flow_run_heartbeats, prefect_heartbeats_off
+from integration.prefect.monitor import Progress, publish_progress, run_monitor
 from integration.prefect.placement import place
+from integration.prefect.reporting import RunReporter
 from integration.prefect.runners import DaskSettings, task_runner_for
 from integration.prefect.storage import TieredResultStorage, key_policy
 from integration.prefect.tasks import start_tag_services
 from integration.resources import ResourcePool
 from integration.resources.memory import MemoryManager
 from integration.resources.pool import machine_memory_mb
-from integration.result import NodeState, RunResult, RunState
+from integration.result import NodeReport, NodeState, RunResult, RunState
 from integration.runs import RunRecord, abandoned_runs, load_record, runs_folder, save_record
 
 logger = logging.getLogger("nodegraph.run")
@@ -97,6 +101,15 @@ class _Session:
 
     listener: NodeListener | None = None
     results: list[RunResult] = field(default_factory=list)
+    # Where a caller waiting on another thread learns the flow run id and can cancel.
+    flow_run_id: str | None = None
+    execution: GraphExecution | None = None
+    running: threading.Event = field(default_factory=threading.Event)
+
+    def started(self, flow_run_id: str | None, execution: GraphExecution) -> None:
+        self.flow_run_id, self.execution = flow_run_id, execution
+        self.running.set()
+
     # Set when the caller switched Prefect's heartbeat thread off: the body sends them.
     heartbeat_seconds: int | None = None
 
@@ -143,6 +156,8 @@ def flow_from_plan(
     resume: RunRecord | None = None,
     dask: DaskSettings | None = None,
     resource_management: ResourceManagementConfig | None = None,
+    monitoring: MonitoringConfig | None = None,
+    cancel_check_seconds: float = 1.0,
 ) -> Flow[..., dict[str, Any]]:
     """The Prefect flow that runs ``plan``.
 
@@ -157,6 +172,8 @@ def flow_from_plan(
     With ``caching`` (enabled), node results are keyed by content and stored in the
     configured tiers; cached nodes are loaded instead of run. ``refresh`` recomputes
     every node and overwrites what the cache held.
+
+    ``monitoring`` says which events and artifacts runs publish (default: all).
     """
     if strategy == "distributed":
         dask = dask or DaskSettings()
@@ -189,6 +206,8 @@ def flow_from_plan(
     }
     state = _FlowState(plan, tasks, label, max_workers, caching, refresh, resume)
     state.pool = pool
+    state.cancel_check_seconds = cancel_check_seconds
+    state.monitoring = monitoring
     if strategy != "distributed":
         state.tag_sets = {frozenset(t.get(cached=False).tags) for t in tasks.values()} - {
             frozenset()
@@ -237,8 +256,10 @@ class _FlowState:
 
     __slots__ = (
         "caching",
+        "cancel_check_seconds",
         "max_workers",
         "memory_limit",
+        "monitoring",
         "pool",
         "plan",
         "refresh",
@@ -266,9 +287,11 @@ class _FlowState:
         self.max_workers = max_workers
         self.resume = resume
         self.pool: ResourcePool | None = None
+        self.monitoring: MonitoringConfig | None = None
         self.memory_limit: tuple[float, float] | None = None  # (MB, spill fraction)
         # Node task tag sets whose Prefect services start before each run (local runners)
         self.tag_sets: set[frozenset[str]] = set()
+        self.cancel_check_seconds = 1.0
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_state_elsewhere, (self.plan.name,))
@@ -276,6 +299,17 @@ class _FlowState:
 
 def _state_elsewhere(graph_name: str) -> None:
     return None
+
+
+def _both(first: NodeListener, second: NodeListener | None) -> NodeListener:
+    if second is None:
+        return first
+
+    def both(report: NodeReport, finished: int, total: int) -> None:
+        first(report, finished, total)
+        second(report, finished, total)
+
+    return both
 
 
 def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
@@ -296,36 +330,58 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
         record = _begin_record(state, run_id, values, scope)
         save_record(folder, record, active=True)
     memory = _memory_manager(state, run_id)
+    reporter = RunReporter.for_run(state.monitoring, state.plan, flow_run)
+    listener = session.listener if session else None
+    if reporter is not None:
+        listener = reporter.listener(listener)
+    progress = Progress(state.plan.name, len(state.plan.order))
+    listener = _both(progress.record, listener)
+    flow_run_id = str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None
     with flow_run_heartbeats(session.heartbeat_seconds if session else None):
         try:
             execution = GraphExecution(
                 state.plan,
                 state.tasks,
                 values,
-                session.listener if session else None,
+                listener,
                 keys=keys,
                 cache=hierarchy_for(state.caching) if state.caching else None,
                 refresh=state.refresh,
                 resuming=state.resume is not None,
-                run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,
+                run_id=flow_run_id,
                 pool=state.pool,
                 replicate=getattr(flow_run.task_runner, "replicate", None) if flow_run else None,
                 memory=memory,
             )
+            if session is not None:
+                session.started(flow_run_id, execution)
             if state.tag_sets:
                 start_tag_services(state.tag_sets)
+            client = flow_run.client if flow_run else None
             started = time.perf_counter()
-            if state.strategy == "sequential":
-                result = execution.run_sequential()
-            elif state.strategy == "distributed":
-                # Dask schedules what it receives; every node may be submitted up front.
-                result = execution.run_parallel(window=max(len(state.plan.order), 1))
-            else:
-                result = execution.run_parallel(window=state.max_workers)
-        except BaseException:
+            with run_monitor(
+                client,
+                flow_run_id,
+                progress,
+                execution.cancel,
+                state.cancel_check_seconds,
+                flow_run.flow_run.parent_task_run_id if flow_run and flow_run.flow_run else None,
+            ):
+                if state.strategy == "sequential":
+                    result = execution.run_sequential()
+                elif state.strategy == "distributed":
+                    # Dask schedules what it receives; every node may be submitted up front.
+                    result = execution.run_parallel(window=max(len(state.plan.order), 1))
+                else:
+                    result = execution.run_parallel(window=state.max_workers)
+            if state.cancel_check_seconds > 0:
+                publish_progress(client, flow_run_id, progress)
+        except BaseException as exc:
             if record is not None:
                 record.state, record.finished = "crashed", time.time()
                 save_record(folder, record)
+            if reporter is not None:
+                reporter.crashed(exc)
             raise
         finally:
             if memory is not None:
@@ -345,6 +401,14 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
         save_record(folder, record)
     if session is not None:
         session.results.append(result)
+    if reporter is not None:
+        reporter.finish(result)
+    if result.state == RunState.CANCELLED:
+        pending = [n for n, r in result.nodes.items() if r.state == NodeState.PENDING]
+        return Cancelled(
+            data=result.outputs,
+            message=f"cancelled: {len(pending)} node(s) not run; finished nodes are cached",
+        )
     if result.state == RunState.PARTIAL:
         skipped = result.skipped
         return Completed(
@@ -491,6 +555,8 @@ def _configured_flow(
         resume=resume,
         dask=dask_settings(config),
         resource_management=config.resource_management,
+        monitoring=config.monitoring,
+        cancel_check_seconds=config.execution.cancel_check_seconds,
     )
 
 
@@ -588,8 +654,10 @@ def _call(
     plan: Plan,
     values: dict[str, Any],
     on_node_finished: NodeListener | None,
+    session: _Session | None = None,
 ) -> RunResult:
-    session = _Session(listener=on_node_finished)
+    if session is None:
+        session = _Session(listener=on_node_finished)
     token = _session.set(session)
     try:
         with prefect_heartbeats_off() as session.heartbeat_seconds:

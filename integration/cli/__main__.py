@@ -1,0 +1,5 @@
+"""``python -m integration.cli``: the ``nodegraph`` command."""
+
+from integration.cli.app import main
+
+main()
