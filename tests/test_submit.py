@@ -51,25 +51,33 @@ def test_a_submitted_run_reports_progress_and_its_result(prefect_server, registr
     assert integration.status(handle.id) == final
 
 
-@pytest.mark.parametrize("strategy", ["sequential", "parallel"])
+@pytest.mark.parametrize(
+    ("strategy", "processes"), [("sequential", False), ("parallel", False), ("parallel", True)]
+)
 def test_cancelling_part_way_stops_new_nodes_and_keeps_finished_ones(
-    prefect_server, registry, tmp_path, strategy
+    prefect_server, registry, tmp_path, strategy, processes
 ):
     log = tmp_path / "stamps.log"
-    graph = stamped_chain(log)
+    # Nodes far longer than a cancel check, so that a loaded server cannot blur them.
+    graph = stamped_chain(log, seconds=1.0)
     config = NodegraphConfig(execution=ExecutionConfig(cancel_check_seconds=0.1))
-    handle = integration.submit(graph, strategy=strategy, registry=registry, config=config)
+    handle = integration.submit(
+        graph, strategy=strategy, processes=processes, registry=registry, config=config
+    )
     _wait_for(lambda: len(_events(log, "end")) >= 2)
-    cancelled_at = time.time()
     integration.cancel(handle.id)  # through the server only, as `nodegraph cancel` does
+    cancelled_at = time.time()  # the server has it now
 
     final = handle.wait(timeout=60)
     assert final.state == "CANCELLED", final
     result = handle.result()
     assert result.state == integration.RunState.CANCELLED
     starts = _events(log, "start")
-    # The node running when the cancel arrived may finish; none starts after it.
+    # The node running when the cancel arrived may finish (threads) or is killed
+    # (processes); none starts after it.
     assert len([t for _, t in starts if t > cancelled_at]) <= 1
+    if processes:
+        assert len(starts) == len(_events(log, "end")) + 1, "the running node was killed"
     assert len(starts) < 8
     finished = {node for node, _ in _events(log, "end")}
     pending = [n for n, r in result.nodes.items() if r.state == integration.NodeState.PENDING]
@@ -78,7 +86,7 @@ def test_cancelling_part_way_stops_new_nodes_and_keeps_finished_ones(
 
     # A later run computes only what had not finished.
     before = len(_events(log, "start"))
-    again = integration.run(graph, registry=registry, strategy=strategy)
+    again = integration.run(graph, registry=registry, strategy=strategy, processes=processes)
     assert again.ok and again.outputs == {"n7.out": 36.0}
     rerun = {node for node, _ in _events(log, "start")[before:]}
     assert not rerun & finished

@@ -28,6 +28,7 @@ import logging
 import pickle
 import queue
 from collections.abc import Callable, Mapping
+from concurrent.futures.process import BrokenProcessPool
 from enum import Enum
 from typing import Any
 
@@ -168,8 +169,10 @@ class GraphExecution:
         pool: ResourcePool | None = None,
         replicate: Callable[[PrefectFuture[Any]], list[str]] | None = None,
         memory: MemoryManager | None = None,
+        terminate: Callable[[], None] | None = None,
     ) -> None:
         self.plan = plan
+        self.terminate = terminate
         self.tasks = tasks
         self.inputs = inputs
         self.listener = listener
@@ -272,9 +275,10 @@ class GraphExecution:
     # -- strategies ---------------------------------------------------------------
 
     def cancel(self, reason: str = "the flow run was cancelled") -> None:
-        """Stop the run: start no more nodes and cancel those that have not started
-        where the runner can (queued Dask and process-pool futures). Running nodes
-        finish and keep their results. Safe to call from any thread."""
+        """Stop the run: start no more nodes, cancel queued ones (Dask and process-pool
+        futures) and kill running ones where the runner can (processes). Nodes running
+        on threads or Dask workers finish and keep their results. Safe to call from any
+        thread."""
         if self.cancelled is not None:
             return
         self.cancelled = reason
@@ -284,6 +288,8 @@ class GraphExecution:
             wrapped = getattr(produced, "wrapped_future", None)
             if wrapped is not None and not wrapped.done():
                 wrapped.cancel()
+        if self.terminate is not None:
+            self.terminate()
         if self._wake is not None:
             self._wake()
 
@@ -607,7 +613,7 @@ class GraphExecution:
     def _failed(self, node_id: str, exc: BaseException, task_run_id: str | None) -> Outcome:
         """A node failed for good (its retries are spent): apply its policy's action."""
         if isinstance(exc, NodeNotStarted) or (
-            self.cancelled is not None and isinstance(exc, _CANCELLED)
+            self.cancelled is not None and isinstance(exc, (*_CANCELLED, BrokenProcessPool))
         ):
             self._block(node_id, str(exc))
             return Outcome.STOPPED

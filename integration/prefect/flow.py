@@ -352,6 +352,7 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
                 pool=state.pool,
                 replicate=getattr(flow_run.task_runner, "replicate", None) if flow_run else None,
                 memory=memory,
+                terminate=getattr(flow_run.task_runner, "terminate", None) if flow_run else None,
             )
             if session is not None:
                 session.started(flow_run_id, execution)

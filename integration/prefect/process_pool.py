@@ -198,6 +198,16 @@ class WarmProcessPoolTaskRunner(ProcessPoolTaskRunner):
             pool.close(wait=False)
         self._executor = None
 
+    def terminate(self) -> None:
+        """Kill the pool's processes, and the nodes running in them (a cancelled run);
+        the next run starts a new pool."""
+        # Taken first: shutting the executor down forgets its processes.
+        processes = list((getattr(self._executor, "_processes", None) or {}).values())
+        self.cancel_all()
+        # ProcessPoolExecutor has no public way to stop a running call.
+        for process in processes:
+            process.terminate()
+
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
         if self._resolver_executor is not None:
             self._resolver_executor.shutdown(cancel_futures=True, wait=True)
