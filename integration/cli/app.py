@@ -17,7 +17,6 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -34,7 +33,8 @@ from integration.cli.options import (
     OutputOption,
     StrategyOption,
 )
-from integration.config import NodegraphConfig, load_config
+from integration.cli.options import load_cli_config as _config
+from integration.config import NodegraphConfig
 from integration.errors import ConfigError, GraphLoadError, NodegraphError
 from integration.graph import Graph, GraphValidationError, NodeRegistry, bind, load_graph
 from integration.graph.model import graph_json_schema
@@ -51,13 +51,6 @@ app = typer.Typer(
 app.add_typer(cache_app, name="cache")
 out = Console()
 err = Console(stderr=True)
-
-
-def _config(path: Path | None, nodes: list[Path] | None) -> NodegraphConfig:
-    config = load_config(path)
-    if nodes:
-        config.execution.node_paths = [*config.execution.node_paths, *nodes]
-    return config
 
 
 def _registry(config: NodegraphConfig) -> NodeRegistry:

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from integration.config import NodegraphConfig, load_config
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
@@ -32,3 +34,12 @@ StrategyOption = Annotated[
         "the run's own).",
     ),
 ]
+
+
+def load_cli_config(path: Path | None, nodes: list[Path] | None) -> NodegraphConfig:
+    """The configuration a command runs with: ``--config`` (or the usual search), plus
+    the ``--nodes`` folders after the configured ones."""
+    config = load_config(path)
+    if nodes:
+        config.execution.node_paths = [*config.execution.node_paths, *nodes]
+    return config

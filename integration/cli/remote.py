@@ -13,15 +13,20 @@ Prefect deployments, and runs watched and stopped by id.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from integration.cli.options import ConfigOption, JsonOption, NodesOption, StrategyOption
-from integration.config import NodegraphConfig, load_config
+from integration.cli.options import (
+    ConfigOption,
+    JsonOption,
+    NodesOption,
+    StrategyOption,
+    load_cli_config,
+)
+from integration.config import NodegraphConfig
 from integration.errors import NodegraphError
 
 out = Console()
@@ -63,13 +68,6 @@ ParamOption = Annotated[
 PoolOption = Annotated[
     str | None, typer.Option("--pool", help="Work pool whose workers run the deployment.")
 ]
-
-
-def _settings(config_file: Path | None, nodes: list[Path] | None) -> NodegraphConfig:
-    config = load_config(config_file)
-    if nodes:
-        config.execution.node_paths = [*config.execution.node_paths, *nodes]
-    return config
 
 
 def _deployment(
@@ -143,7 +141,7 @@ def deploy(
     """Create or update a deployment of a graph (run by a work pool's workers, or by
     `nodegraph serve`), with optional schedule and event triggers."""
     try:
-        config = _settings(config_file, nodes)
+        config = load_cli_config(config_file, nodes)
         deployment = _deployment(
             graph, name, cron, interval, trigger, match, after, param, strategy, pool, config
         )
@@ -178,7 +176,7 @@ def serve(
     from prefect import serve as prefect_serve
 
     try:
-        config = _settings(config_file, nodes)
+        config = load_cli_config(config_file, nodes)
         deployment = _deployment(
             graph, name, cron, interval, trigger, match, after, param, strategy, None, config
         )
