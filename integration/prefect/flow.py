@@ -376,7 +376,7 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
                 else:
                     result = execution.run_parallel(window=state.max_workers)
             if state.cancel_check_seconds > 0:
-                publish_progress(client, flow_run_id, progress)
+                publish_progress(flow_run_id, progress)
         except BaseException as exc:
             if record is not None:
                 record.state, record.finished = "crashed", time.time()

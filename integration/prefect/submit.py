@@ -37,7 +37,13 @@ from integration.errors import NodegraphError
 from integration.graph.model import Graph
 from integration.graph.registry import NodeRegistry
 from integration.graph.validate import resolve_inputs
-from integration.prefect.monitor import LABEL_CACHED, LABEL_DONE, LABEL_FAILED, LABEL_NODES
+from integration.prefect.monitor import (
+    LABEL_CACHED,
+    LABEL_DONE,
+    LABEL_FAILED,
+    LABEL_NODES,
+    finish_publishing,
+)
 from integration.result import RunResult
 
 GraphArgument = Graph | Mapping[str, Any] | str | Path
@@ -85,6 +91,7 @@ class RunHandle:
             self._background.thread.join(timeout)
             if self._background.thread.is_alive():
                 raise TimeoutError(f"run {self.id} still running after {timeout} s")
+            finish_publishing()  # the final counts leave on a thread of their own
         while True:
             current = self.status()
             if current.final:
