@@ -40,9 +40,9 @@ from integration.errors import ConfigError, GraphLoadError, NodegraphError
 from integration.graph.load import load_graph, parse_graph_text
 from integration.graph.model import Graph
 from integration.graph.validate import BoundGraph, resolve_inputs
+from integration.prefect.reporting import GRAPH_COMPLETED
 from integration.result import RunState
 
-GRAPH_COMPLETED = "nodegraph.graph.completed"
 # Prefect event names: dotted words; ``*`` stands for any suffix.
 _EVENT_NAME = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*(\.\*|\*)?$|^\*$")
 _LABEL = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
@@ -52,9 +52,14 @@ class DeploymentError(NodegraphError, ValueError):
     """A deployment, schedule or trigger that cannot be created as given."""
 
 
+def is_url(source: object) -> bool:
+    """Whether a graph source is an fsspec URL (``s3://…``), not a path or text."""
+    return isinstance(source, str) and "://" in source.split("\n", 1)[0]
+
+
 def read_graph(source: Graph | Mapping[str, Any] | str | Path) -> Graph:
     """A graph from a document, JSON/YAML text, a path, or an fsspec URL."""
-    if isinstance(source, str) and "://" in source.split("\n", 1)[0]:
+    if is_url(source):
         import fsspec
 
         try:
@@ -74,8 +79,8 @@ def graph_document(graph: Graph) -> dict[str, Any]:
 def graph_parameter(source: Graph | Mapping[str, Any] | str | Path) -> dict[str, Any] | str:
     """What ``run_graph``'s ``graph`` parameter gets for ``source``: URLs by reference
     (workers read them), anything else as the document itself."""
-    if isinstance(source, str) and "://" in source.split("\n", 1)[0]:
-        return source
+    if is_url(source):
+        return source  # type: ignore[return-value]
     return graph_document(read_graph(source))
 
 
@@ -117,16 +122,12 @@ def run_graph(
     """
     from prefect.states import Cancelled
 
-    from integration.prefect.flow import GraphRunFailed, _call, _configured_flow, prepare
+    from integration.prefect.flow import GraphRunFailed, run
 
-    settings = config_with(config)
-    plan = prepare(read_graph(graph), outputs, None, settings)
-    # Bad inputs fail here, before any node, with the graph's own message.
-    values = resolve_inputs(plan.graph, inputs or {})
-    graph_flow = _configured_flow(plan, settings, strategy, None, None)
-    result = _call(graph_flow, plan, values, None)
+    # Bad inputs raise before any node runs, with the graph's own message.
+    result = run(read_graph(graph), inputs, outputs, strategy, config=config_with(config))
     if result.state == RunState.CANCELLED:
-        return Cancelled(message=f"graph {plan.name!r} cancelled", data=result.outputs)  # type: ignore[return-value]
+        return Cancelled(message=f"graph {result.graph!r} cancelled", data=result.outputs)  # type: ignore[return-value]
     if result.state in (RunState.FAILED, RunState.HALTED):
         raise GraphRunFailed(result)
     return result.outputs
@@ -252,7 +253,7 @@ def graph_deployment(
     # Deploying validates the graph against this machine's packs and configuration.
     bound = prepare(graph, None, None, settings or config_with(config)).graph
     reference = isinstance(source, str | Path) and (
-        by_reference if by_reference is not None else "://" in str(source)
+        by_reference if by_reference is not None else is_url(source)
     )
     defaults = dict(inputs or {})
     if defaults:

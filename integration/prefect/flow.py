@@ -318,7 +318,9 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
     session = _current_session()
     values = resolve_inputs(state.plan.graph, inputs)
     flow_run = FlowRunContext.get()
-    run_id = str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None
+    flow_run_id = str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None
+    # Runs without a flow run (no API) still need an id for their record.
+    run_id = flow_run_id
     record = None
     keys = None
     if state.caching:
@@ -336,7 +338,6 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
         listener = reporter.listener(listener)
     progress = Progress(state.plan.name, len(state.plan.order))
     listener = _both(progress.record, listener)
-    flow_run_id = str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None
     with flow_run_heartbeats(session.heartbeat_seconds if session else None):
         try:
             execution = GraphExecution(
@@ -389,7 +390,7 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
                 memory.clean()
     result.duration_s = time.perf_counter() - started
     result.strategy = state.strategy
-    result.flow_run_id = str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None
+    result.flow_run_id = flow_run_id
     if record is not None:
         assert state.caching is not None and execution.cache is not None
         _record_cache_use(state.caching, execution.cache, result)

@@ -64,6 +64,8 @@ _NODE_EVENTS = {
     NodeState.SKIPPED: "nodegraph.node.failed",  # only with an error: it failed itself
 }
 _SUCCEEDED = {RunState.COMPLETED, RunState.PARTIAL}
+GRAPH_COMPLETED = "nodegraph.graph.completed"
+GRAPH_FAILED = "nodegraph.graph.failed"
 
 
 def node_event_name(report: NodeReport) -> str | None:
@@ -75,7 +77,7 @@ def node_event_name(report: NodeReport) -> str | None:
 
 def graph_event_name(run_state: str) -> str:
     """``nodegraph.graph.completed`` when the outputs are available, else ``.failed``."""
-    return "nodegraph.graph.completed" if run_state in _SUCCEEDED else "nodegraph.graph.failed"
+    return GRAPH_COMPLETED if run_state in _SUCCEEDED else GRAPH_FAILED
 
 
 def artifact_key(graph: str, kind: str) -> str:
@@ -203,9 +205,7 @@ class RunReporter:
             "nodes": len(self.plan.order),
             "error": {"exception_type": type(exc).__name__, "message": _short(str(exc))},
         }
-        self._emit(
-            "nodegraph.graph.failed", self._graph_resource("crashed"), self._related, payload
-        )
+        self._emit(GRAPH_FAILED, self._graph_resource("crashed"), self._related, payload)
 
     def _graph_resource(self, state: str) -> dict[str, str]:
         return {
