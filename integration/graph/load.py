@@ -30,12 +30,16 @@ from integration.graph.model import (
 GraphSource = Graph | Mapping[str, Any] | str | Path
 
 
-def load_graph(source: GraphSource) -> Graph:
-    """Load a graph from a ``Graph``, a mapping, a file path, or JSON/YAML text."""
+def load_graph(source: GraphSource, signatures: Any = None) -> Graph:
+    """Load a graph from a ``Graph``, a mapping, a file path, or JSON/YAML text.
+
+    A ComfyUI workflow (UI or API format, told apart by its shape) is imported; its
+    widget values are named with ``signatures`` (``integration.comfy.Signatures``).
+    """
     if isinstance(source, Graph):
         return source
     if isinstance(source, Mapping):
-        return parse_graph(dict(source), "<data>")
+        return _comfy_or_graph(dict(source), "<data>", None, signatures)
     if isinstance(source, Path) or (isinstance(source, str) and _looks_like_path(source)):
         path = Path(source)
         try:
@@ -44,8 +48,8 @@ def load_graph(source: GraphSource) -> Graph:
             raise GraphLoadError(str(path), [(str(path), "no such file")]) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise GraphLoadError(str(path), [(str(path), f"cannot read: {exc}")]) from None
-        return parse_graph_text(text, str(path))
-    return parse_graph_text(source, "<text>")
+        return parse_graph_text(text, str(path), signatures)
+    return parse_graph_text(source, "<text>", signatures)
 
 
 def _looks_like_path(text: str) -> bool:
@@ -54,7 +58,7 @@ def _looks_like_path(text: str) -> bool:
     return text.endswith((".yaml", ".yml", ".json")) or Path(text).is_file()
 
 
-def parse_graph_text(text: str, source: str) -> Graph:
+def parse_graph_text(text: str, source: str, signatures: Any = None) -> Graph:
     """Parse JSON or YAML text. ``source`` names it in errors."""
     try:
         if source.endswith(".json"):
@@ -72,6 +76,17 @@ def parse_graph_text(text: str, source: str) -> Graph:
         raise GraphLoadError(
             source, [(source, f"a graph document is a mapping, not {type(data).__name__}")]
         )
+    return _comfy_or_graph(data, source, text, signatures)
+
+
+def _comfy_or_graph(
+    data: dict[str, Any], source: str, text: str | None, signatures: Any
+) -> Graph:
+    from integration.comfy.workflow import graph_name_for, import_workflow, workflow_format
+
+    if "schema" not in data and workflow_format(data) is not None:
+        name = graph_name_for(source) if not source.startswith("<") else None
+        return import_workflow(data, signatures, name=name).graph
     return parse_graph(data, source, text)
 
 

@@ -96,7 +96,7 @@ class NodeType:
             from integration.graph.registry import resolve_node_type
 
             return (resolve_node_type, (self.pack_source, self.qualified_name))
-        return (_rebuild_node_type, (self.__dict__.copy(),))
+        return (_rebuild_node_type, (self.__dict__.copy(), type(self)))
 
     def check_inputs(self, values: Mapping[str, Any]) -> list[str]:
         """Constraint violations of the given input values, as messages."""
@@ -160,8 +160,8 @@ class NodeType:
         }
 
 
-def _rebuild_node_type(state: dict[str, Any]) -> NodeType:
-    instance = NodeType.__new__(NodeType)
+def _rebuild_node_type(state: dict[str, Any], cls: type[NodeType] | None = None) -> NodeType:
+    instance = NodeType.__new__(cls or NodeType)
     instance.__dict__.update(state)
     return instance
 

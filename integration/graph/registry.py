@@ -12,6 +12,11 @@ choose its namespace and ``NODE_TYPES = [...]`` to choose what it exports.
 
 The registry records how each pack was loaded (a ``PackSource``), so another process,
 such as a process-pool worker or a Dask worker, loads the same pack again by itself.
+
+A module that exports ``NODE_CLASS_MAPPINGS`` is a ComfyUI pack: each class joins as
+``<pack>.<class type>`` (see ``integration.comfy.nodes``), and ``get`` also finds it by
+its bare class type, which is how ComfyUI workflows name it. As in ComfyUI, a class
+type defined by two packs resolves to the one loaded last.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import types
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from integration.errors import NodegraphError
 from integration.graph.nodetype import NodeType
@@ -60,6 +65,7 @@ class NodeRegistry:
     def __init__(self) -> None:
         self._types: dict[str, NodeType] = {}
         self._packs: dict[str, PackSource] = {}
+        self._comfy: dict[str, NodeType] = {}  # ComfyUI class type -> its node type
 
     @classmethod
     def default(
@@ -80,7 +86,7 @@ class NodeRegistry:
         return registry
 
     def __contains__(self, name: object) -> bool:
-        return name in self._types
+        return name in self._types or name in self._comfy
 
     def __iter__(self) -> Iterator[NodeType]:
         return iter(self._types[name] for name in sorted(self._types))
@@ -97,12 +103,18 @@ class NodeRegistry:
         try:
             return self._types[name]
         except KeyError:
+            if name in self._comfy:
+                return self._comfy[name]
             hint = self.suggest(name)
             suffix = f"; did you mean {', '.join(hint)}?" if hint else ""
             raise KeyError(f"unknown node type {name!r}{suffix}") from None
 
     def find(self, name: str) -> NodeType | None:
-        return self._types.get(name)
+        return self._types.get(name) or self._comfy.get(name)
+
+    def comfy_types(self) -> dict[str, NodeType]:
+        """The ComfyUI classes loaded, by class type."""
+        return dict(self._comfy)
 
     def suggest(self, name: str, limit: int = 3) -> list[str]:
         """Known names closest to ``name``, best first."""
@@ -167,6 +179,10 @@ class NodeRegistry:
                 f"name from {known}; rename one of them or set PACK in its module"
             )
         self._packs[source.pack] = source
+        comfy_classes = getattr(module, "NODE_CLASS_MAPPINGS", None)
+        if comfy_classes is not None:
+            self._add_comfy_pack(source, module, comfy_classes)
+            return
         for node_type in _exported_types(module):
             if node_type.pack not in (None, source.pack):
                 continue  # imported from another pack, which registers it itself
@@ -175,10 +191,28 @@ class NodeRegistry:
             self.register(node_type)
         _remember(source, self)
 
+    def _add_comfy_pack(self, source: PackSource, module: types.ModuleType, classes: Any) -> None:
+        from integration.comfy.nodes import ComfyNodeError, wrap_mappings
+        from integration.comfy.signatures import SignatureError
+
+        if not isinstance(classes, dict):
+            raise RegistryError(f"pack {source}: NODE_CLASS_MAPPINGS must be a dict")
+        try:
+            wrapped = wrap_mappings(classes, getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None))
+        except (ComfyNodeError, SignatureError) as exc:
+            raise RegistryError(f"pack {source}: {exc}") from exc
+        for node_type in wrapped:
+            node_type.pack = source.pack
+            node_type.pack_source = source
+            self.register(node_type)
+            self._comfy[node_type.name] = node_type
+        _remember(source, self)
+
     def merge(self, other: NodeRegistry) -> None:
         for node_type in other:
             self.register(node_type)
         self._packs.update(other._packs)
+        self._comfy.update(other._comfy)
 
 
 def _env_paths() -> list[Path]:
@@ -223,6 +257,11 @@ def _import_path(source: PackSource) -> types.ModuleType:
             raise RegistryError(f"cannot import the pack at {path}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
+        # ComfyUI packs import ComfyUI's own modules; without a ComfyUI install,
+        # nodegraph provides the parts packs use.
+        from integration.comfy.runtime import install_shims
+
+        install_shims()
         try:
             spec.loader.exec_module(module)
         except Exception as exc:

@@ -57,11 +57,20 @@ class Problem:
 class GraphValidationError(NodegraphError):
     """Every problem found in a graph, grouped per node."""
 
-    def __init__(self, graph_name: str, problems: list[Problem], types: Mapping[str, str]):
+    def __init__(
+        self,
+        graph_name: str,
+        problems: list[Problem],
+        types: Mapping[str, str],
+        dependent_outputs: Mapping[str, list[str]] | None = None,
+    ):
         self.graph_name = graph_name
         self.problems = problems
         self._types = dict(types)
-        lines = [f"{p.node_id}: {p.message}" for p in problems]
+        self._dependent_outputs = dict(dependent_outputs or {})
+        lines = [
+            f"{p.node_id}: {p.message}" + (f" ({p.details})" if p.details else "") for p in problems
+        ]
         count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
         super().__init__(f"graph {graph_name!r} is invalid ({count}):\n  " + "\n  ".join(lines))
 
@@ -85,7 +94,7 @@ class GraphValidationError(NodegraphError):
                     }
                     for p in problems
                 ],
-                "dependent_outputs": [],
+                "dependent_outputs": self._dependent_outputs.get(node_id, []),
                 "class_type": self._types.get(node_id, ""),
             }
             for node_id, problems in self.by_node().items()

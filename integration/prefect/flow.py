@@ -610,9 +610,32 @@ def run(
     Invalid graphs raise ``GraphValidationError`` and bad inputs ``GraphInputError``
     before anything runs. ``outputs`` takes output names or ``node.port`` references;
     only the nodes they need run.
+
+    A ComfyUI workflow (a UI or API file, or a graph imported from one) runs with
+    ComfyUI's semantics (``integration.prefect.comfy.run_workflow``); its ``outputs``
+    are node ids, and the result's outputs are the output nodes' UI values.
     """
     config = config or load_config()
-    plan = prepare(graph, outputs, registry, config)
+    registry = registry or registry_from_config(config)
+    from integration.comfy.signatures import Signatures
+    from integration.prefect.comfy import is_comfy_graph, run_workflow
+
+    loaded = load_graph(graph, Signatures.from_registry(registry))
+    if is_comfy_graph(loaded, registry):
+        return run_workflow(
+            loaded,
+            inputs=inputs,
+            outputs=outputs,
+            strategy=strategy,
+            processes=processes,
+            max_workers=max_workers,
+            registry=registry,
+            config=config,
+            on_node_finished=on_node_finished,
+            cache=cache,
+            refresh=refresh,
+        )
+    plan = prepare(loaded, outputs, registry, config)
     values = resolve_inputs(plan.graph, inputs or {})
     flow = _configured_flow(plan, config, strategy, processes, max_workers, cache, refresh)
     return _call(flow, plan, values, on_node_finished)

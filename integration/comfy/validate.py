@@ -1,0 +1,377 @@
+"""Check a prompt the way ComfyUI's ``validate_prompt`` does, with its error types.
+
+    >>> from integration.graph import NodeRegistry
+    >>> registry = NodeRegistry.default()
+    >>> prompt = {"1": {"class_type": "StubInt", "inputs": {}},
+    ...           "2": {"class_type": "TestRecord", "inputs": {"value": ["1", 0]}}}
+    >>> try:
+    ...     validate_prompt(prompt, registry.comfy_types())
+    ... except GraphValidationError as exc:
+    ...     exc.node_errors["1"]["errors"][0]["type"]
+    'required_input_missing'
+
+Validation starts at the output nodes (or the nodes asked for) and walks their inputs,
+so nodes that nothing needs are not checked, as in ComfyUI. Every problem is collected
+in one pass and raised as a ``GraphValidationError`` whose ``node_errors`` has
+ComfyUI's shape: ``required_input_missing``, ``bad_linked_input``,
+``return_type_mismatch``, ``invalid_input_type``, ``value_smaller_than_min``,
+``value_bigger_than_max``, ``value_not_in_list``, ``custom_validation_failed``,
+``exception_during_validation``, ``missing_node_type``, ``dependency_cycle`` and, for
+the prompt as a whole, ``prompt_no_outputs``.
+
+Literal values are converted as ComfyUI converts them (``INT`` to ``int`` and so on);
+the converted prompt is returned.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from integration.comfy.nodes import ComfyNodeType, map_over_list
+from integration.comfy.runtime import ExecutionBlocker, is_link
+from integration.comfy.signatures import InputSpec
+from integration.graph.nodetype import NodeType
+from integration.graph.order import CycleError, find_cycle, topological_order
+from integration.graph.validate import GRAPH, GraphValidationError, Problem
+
+_CONVERSIONS = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
+
+
+@dataclass
+class ValidPrompt:
+    """A prompt that passed: its converted copy and the output nodes to run."""
+
+    prompt: dict[str, Any]
+    outputs: list[str]
+
+
+def types_match(received: Any, expected: Any) -> bool:
+    """ComfyUI's ``validate_node_input``: ``*`` matches anything; comma lists are unions."""
+    if received == expected:
+        return True
+    if isinstance(expected, list | tuple):
+        expected = "COMBO"
+    if isinstance(received, list | tuple):
+        received = "COMBO"
+    if not isinstance(received, str) or not isinstance(expected, str):
+        return False
+    received_types = {t.strip() for t in received.split(",")}
+    expected_types = {t.strip() for t in expected.split(",")}
+    if "*" in received_types or "*" in expected_types:
+        return True
+    return bool(received_types & expected_types)
+
+
+def output_nodes(prompt: Mapping[str, Any], types: Mapping[str, NodeType]) -> list[str]:
+    """The prompt's output nodes (``OUTPUT_NODE = True``), in prompt order."""
+    found = []
+    for node_id, entry in prompt.items():
+        node_type = types.get(entry.get("class_type", ""))
+        if isinstance(node_type, ComfyNodeType) and node_type.signature.output_node:
+            found.append(node_id)
+    return found
+
+
+def validate_prompt(
+    prompt: Mapping[str, Any],
+    types: Mapping[str, NodeType],
+    targets: Sequence[str] | None = None,
+    name: str = "workflow",
+) -> ValidPrompt:
+    """Check the nodes the targets (default: every output node) need.
+
+    ``types`` maps class types to node types (``NodeRegistry.comfy_types()`` plus any
+    nodegraph types the prompt uses).
+    """
+    checker = _Checker(copy.deepcopy(dict(prompt)), types)
+    unknown = [node_id for node_id, entry in prompt.items() if entry.get("class_type") not in types]
+    for node_id in unknown:
+        class_type = prompt[node_id].get("class_type")
+        checker.add(
+            node_id,
+            "missing_node_type",
+            f"Node '{class_type}' not found. The custom node may not be installed.",
+            f"node {node_id} has class_type {class_type!r}; load the pack that defines it",
+        )
+    if targets is None:
+        roots = output_nodes(prompt, types)
+    else:
+        roots = []
+        for target in targets:
+            if target in prompt:
+                roots.append(target)
+            else:
+                checker.add(
+                    GRAPH,
+                    "invalid_target",
+                    f"Node {target!r} is not in the workflow",
+                    "outputs asked for must be node ids of the workflow",
+                )
+    if not roots and not unknown and targets is None:
+        checker.add(
+            GRAPH, "prompt_no_outputs", "Prompt has no outputs", "add an output node"
+        )
+    cycle = _cycle(prompt)
+    if cycle:
+        checker.add(
+            cycle[0],
+            "dependency_cycle",
+            "Dependency cycle detected",
+            " -> ".join(cycle),
+        )
+    else:
+        for root in roots:
+            checker.check(root)
+    if checker.problems:
+        raise GraphValidationError(
+            name,
+            checker.problems,
+            {n: str(e.get("class_type", "")) for n, e in prompt.items()},
+            checker.dependent_outputs(roots),
+        )
+    return ValidPrompt(checker.prompt, roots)
+
+
+def _cycle(prompt: Mapping[str, Any]) -> list[str] | None:
+    predecessors = {
+        node_id: [str(v[0]) for v in (entry.get("inputs") or {}).values() if is_link(v)]
+        for node_id, entry in prompt.items()
+    }
+    predecessors = {n: [p for p in ps if p in predecessors] for n, ps in predecessors.items()}
+    try:
+        topological_order(predecessors)
+    except CycleError:
+        return find_cycle(predecessors, set(predecessors))
+    return None
+
+
+class _Checker:
+    def __init__(self, prompt: dict[str, Any], types: Mapping[str, NodeType]) -> None:
+        self.prompt = prompt
+        self.types = types
+        self.problems: list[Problem] = []
+        self.checked: dict[str, bool] = {}
+
+    def add(self, node_id: str, code: str, message: str, details: str = "") -> None:
+        self.problems.append(Problem(node_id, code, message, details))
+
+    def dependent_outputs(self, roots: Sequence[str]) -> dict[str, list[str]]:
+        bad = {p.node_id for p in self.problems}
+        found: dict[str, list[str]] = {}
+        for root in roots:
+            for node_id in self._ancestors(root):
+                if node_id in bad:
+                    found.setdefault(node_id, []).append(root)
+        return found
+
+    def _ancestors(self, root: str) -> set[str]:
+        seen: set[str] = set()
+        stack = [root]
+        while stack:
+            node_id = stack.pop()
+            if node_id in seen or node_id not in self.prompt:
+                continue
+            seen.add(node_id)
+            for value in (self.prompt[node_id].get("inputs") or {}).values():
+                if is_link(value):
+                    stack.append(str(value[0]))
+        return seen
+
+    def check(self, node_id: str) -> bool:
+        """Check a node and, first, every node it links to; whether all passed."""
+        if node_id in self.checked:
+            return self.checked[node_id]
+        self.checked[node_id] = True  # provisional: links back here are cycles, found before
+        entry = self.prompt[node_id]
+        node_type = self.types.get(entry.get("class_type", ""))
+        if node_type is None:
+            self.checked[node_id] = False
+            return False
+        before = len(self.problems)
+        inputs = entry.setdefault("inputs", {})
+        received: dict[str, Any] = {}
+        for input_name, value in list(inputs.items()):
+            if isinstance(value, list) and not is_link(value) and _looks_like_link(value):
+                self.add(
+                    node_id,
+                    "bad_linked_input",
+                    "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                    f"{input_name}, {value!r}",
+                )
+            elif is_link(value):
+                received_type = self._link(node_id, node_type, input_name, value)
+                if received_type is not None:
+                    received[input_name] = received_type
+        if isinstance(node_type, ComfyNodeType):
+            self._comfy_inputs(node_id, node_type, inputs, received)
+        ok = len(self.problems) == before
+        self.checked[node_id] = ok
+        return ok
+
+    def _link(self, node_id: str, node_type: NodeType, input_name: str, value: list[Any]) -> Any:
+        source_id, slot = str(value[0]), int(value[1])
+        if source_id not in self.prompt:
+            self.add(
+                node_id,
+                "bad_linked_input",
+                "Bad linked input: the linked node does not exist",
+                f"{input_name} links to node {source_id}",
+            )
+            return None
+        source_type = self.types.get(self.prompt[source_id].get("class_type", ""))
+        if source_type is None:
+            return None  # reported as missing_node_type
+        return_types = _return_types(source_type)
+        if slot < 0 or slot >= len(return_types):
+            self.add(
+                node_id,
+                "bad_linked_input",
+                "Bad linked input: the linked node has no such output",
+                f"{input_name} links to output {slot} of node {source_id}, which has "
+                f"{len(return_types)} output(s)",
+            )
+            return None
+        self.check(source_id)
+        return return_types[slot]
+
+    def _comfy_inputs(
+        self,
+        node_id: str,
+        node_type: ComfyNodeType,
+        inputs: dict[str, Any],
+        received: dict[str, Any],
+    ) -> None:
+        signature = node_type.signature
+        validator = getattr(node_type.comfy_class, "VALIDATE_INPUTS", None)
+        validated_names: set[str] = set()
+        takes_kwargs = False
+        if validator is not None:
+            parameters = inspect.signature(validator).parameters.values()
+            validated_names = {p.name for p in parameters if p.kind != p.VAR_KEYWORD}
+            takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in parameters)
+        for spec in signature.inputs:
+            if spec.category == "hidden":
+                continue
+            if spec.name not in inputs:
+                if spec.category == "required":
+                    self.add(
+                        node_id,
+                        "required_input_missing",
+                        "Required input is missing",
+                        spec.name,
+                    )
+                continue
+            value = inputs[spec.name]
+            if is_link(value):
+                received_type = received.get(spec.name)
+                if (
+                    received_type is not None
+                    and "input_types" not in validated_names
+                    and not types_match(received_type, spec.type if not spec.choices else "COMBO")
+                ):
+                    self.add(
+                        node_id,
+                        "return_type_mismatch",
+                        "Return type mismatch between linked nodes",
+                        f"{spec.name}, received_type({received_type}) mismatch "
+                        f"input_type({spec.type})",
+                    )
+                continue
+            self._literal(node_id, spec, inputs, value, takes_kwargs or spec.name in validated_names)
+        if validator is not None:
+            self._custom(node_id, node_type, inputs, received, validated_names, takes_kwargs)
+
+    def _literal(
+        self, node_id: str, spec: InputSpec, inputs: dict[str, Any], value: Any, custom: bool
+    ) -> None:
+        convert = _CONVERSIONS.get(spec.type)
+        if convert is not None:
+            try:
+                value = convert(value)
+            except Exception as exc:
+                self.add(
+                    node_id,
+                    "invalid_input_type",
+                    f"Failed to convert an input value to a {spec.type} value",
+                    f"{spec.name}, {value!r}, {exc}",
+                )
+                return
+            inputs[spec.name] = value
+        if custom:
+            return  # VALIDATE_INPUTS takes over this input's checks, as in ComfyUI
+        try:
+            if spec.minimum is not None and value < spec.minimum:
+                self.add(
+                    node_id,
+                    "value_smaller_than_min",
+                    f"Value {value} smaller than min of {spec.minimum}",
+                    spec.name,
+                )
+            if spec.maximum is not None and value > spec.maximum:
+                self.add(
+                    node_id,
+                    "value_bigger_than_max",
+                    f"Value {value} bigger than max of {spec.maximum}",
+                    spec.name,
+                )
+        except TypeError:
+            pass  # a non-number: its type was not one ComfyUI converts
+        if spec.choices is not None and value not in spec.choices:
+            shown = list(spec.choices)
+            listed = shown if len(shown) <= 20 else [*shown[:20], "..."]
+            self.add(
+                node_id,
+                "value_not_in_list",
+                "Value not in list",
+                f"{spec.name}: '{value}' not in {listed}",
+            )
+
+    def _custom(
+        self,
+        node_id: str,
+        node_type: ComfyNodeType,
+        inputs: Mapping[str, Any],
+        received: Mapping[str, Any],
+        names: set[str],
+        takes_kwargs: bool,
+    ) -> None:
+        arguments: dict[str, list[Any]] = {}
+        for input_name, value in inputs.items():
+            if input_name in names or takes_kwargs:
+                # Linked values are not known before the run: ComfyUI passes None.
+                arguments[input_name] = [None if is_link(value) else value]
+        if "input_types" in names:
+            arguments["input_types"] = [dict(received)]
+        try:
+            verdicts = map_over_list(node_type.comfy_class, arguments, "VALIDATE_INPUTS")
+        except Exception as exc:
+            self.add(
+                node_id,
+                "exception_during_validation",
+                "Exception when validating node",
+                f"{type(exc).__name__}: {exc}",
+            )
+            return
+        for verdict in verdicts:
+            if verdict is True or isinstance(verdict, ExecutionBlocker):
+                continue
+            details = ", ".join(sorted(arguments))
+            if verdict is not False:
+                details += f" - {verdict}"
+            self.add(
+                node_id, "custom_validation_failed", "Custom validation failed for node", details
+            )
+
+
+def _looks_like_link(value: list[Any]) -> bool:
+    return len(value) == 2 and isinstance(value[0], str) and not isinstance(value[1], int | float)
+
+
+def _return_types(node_type: NodeType) -> list[str]:
+    if isinstance(node_type, ComfyNodeType):
+        return list(node_type.signature.return_types)
+    return [port.type for port in node_type.outputs.values()]

@@ -1,0 +1,1015 @@
+"""ComfyUI workflow files: read either format into a ``Graph``, and write both back.
+
+    >>> prompt = {
+    ...     "1": {"class_type": "StubInt", "inputs": {"value": 5}},
+    ...     "2": {"class_type": "IntMath", "inputs": {"a": ["1", 0], "b": 2}},
+    ... }
+    >>> graph = import_workflow(prompt).graph
+    >>> [(e.from_, e.to) for e in graph.edges]
+    [('1.out0', '2.a')]
+    >>> to_api(graph) == prompt
+    True
+
+Two formats exist:
+
+- **API** (what ``POST /prompt`` takes): ``{id: {class_type, inputs, _meta}}``, where an
+  input is a value or a link ``[source id, output slot]``.
+- **UI** (what the editor saves; versions 0.4 and 1): ``nodes`` with ``widgets_values``,
+  ``links``, ``groups``, subgraph ``definitions``, and virtual nodes (Reroute,
+  PrimitiveNode, notes) that never run.
+
+A UI workflow is reduced the way the frontend's ``graphToPrompt`` reduces it before
+queueing: subgraphs are flattened (inner ids become ``outer:inner``), reroutes and
+primitives are resolved, muted nodes (mode 2) are dropped and bypassed nodes (mode 4)
+pass a matching-type input through. Widget values are named by the class's
+``INPUT_TYPES`` order when its signature is known; otherwise they are kept by position
+(params ``#0``, ``#1``, ...) and the import says so.
+
+In the graph, output slot ``n`` of a node is the port ``outN``. What the graph model has
+no field for (positions, colours, groups, unknown keys) is kept under
+``graph.metadata["comfy"]`` and written back on export.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from integration.comfy.nodes import output_port, output_slot
+from integration.comfy.runtime import is_link
+from integration.comfy.signatures import Signature, Signatures
+from integration.errors import NodegraphError
+from integration.graph.model import NODE_ID_PATTERN, PORT_PATTERN, Edge, Graph, NodeSpec
+from integration.graph.order import levels, topological_order
+
+WorkflowFormat = Literal["api", "ui"]
+
+VIRTUAL_TYPES = frozenset({"Reroute", "PrimitiveNode", "Note", "MarkdownNote"})
+"""Frontend-only node types: they never reach the backend."""
+NOTE_TYPES = frozenset({"Note", "MarkdownNote"})
+MUTED, BYPASSED = 2, 4
+SUBGRAPH_INPUT, SUBGRAPH_OUTPUT = -10, -20
+CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
+POSITIONAL = "#"
+"""Params named ``#0``, ``#1``, ... hold widget values whose names were not known."""
+
+_NODE_ID = re.compile(NODE_ID_PATTERN)
+_PORT = re.compile(PORT_PATTERN)
+_UI_NODE_KEYS = frozenset(
+    {
+        "id",
+        "type",
+        "pos",
+        "size",
+        "flags",
+        "order",
+        "mode",
+        "inputs",
+        "outputs",
+        "properties",
+        "widgets_values",
+        "title",
+        "color",
+        "bgcolor",
+        "shape",
+    }
+)
+_KEPT_UI_KEYS = ("pos", "size", "flags", "color", "bgcolor", "shape", "properties")
+_STRUCTURAL_KEYS = frozenset(
+    {
+        "nodes",
+        "links",
+        "last_node_id",
+        "last_link_id",
+        "version",
+        "state",
+        "definitions",
+        "reroutes",
+        "id",
+        "revision",
+    }
+)
+ORIGINAL_ID = "nodegraph_id"
+"""Property holding a node's graph id when it is not a UI integer id (``5:3``)."""
+
+
+class ComfyWorkflowError(NodegraphError, ValueError):
+    """A workflow file cannot be read; ``problems`` says which node or link is at fault."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"cannot read ComfyUI workflow {source}:\n  " + "\n  ".join(problems))
+
+
+@dataclass
+class Imported:
+    """An imported workflow: the graph, and what the import could not check or keep."""
+
+    graph: Graph
+    format: WorkflowFormat
+    warnings: list[str] = field(default_factory=list)
+
+
+# -- reading ------------------------------------------------------------------------
+
+
+def workflow_format(data: Any) -> WorkflowFormat | None:
+    """``"ui"`` or ``"api"`` when ``data`` has a ComfyUI workflow's shape, else ``None``."""
+    if not isinstance(data, Mapping):
+        return None
+    if isinstance(data.get("nodes"), list) and isinstance(data.get("links"), list):
+        return "ui"
+    if "prompt" in data and isinstance(data["prompt"], Mapping) and "schema" not in data:
+        return workflow_format(data["prompt"])  # a POST /prompt body
+    if data and all(
+        isinstance(v, Mapping) and "class_type" in v and "inputs" in v for v in data.values()
+    ):
+        return "api"
+    return None
+
+
+def read_workflow(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """The JSON of a workflow file (or data), and a name for it in messages."""
+    if isinstance(source, Mapping):
+        return dict(source), "<data>"
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ComfyWorkflowError(str(path), ["no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ComfyWorkflowError(str(path), [f"cannot read: {exc}"]) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ComfyWorkflowError(
+            str(path), [f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"]
+        ) from None
+    if workflow_format(data) is None:
+        raise ComfyWorkflowError(
+            str(path),
+            [
+                "neither a UI workflow (nodes and links) nor an API prompt "
+                "({id: {class_type, inputs}})"
+            ],
+        )
+    return data, str(path)
+
+
+def import_workflow(
+    source: str | Path | Mapping[str, Any],
+    signatures: Signatures | None = None,
+    name: str | None = None,
+) -> Imported:
+    """Read a UI or API workflow into a ``Graph``.
+
+    ``signatures`` (from loaded packs or an ``/object_info`` file) name widget values
+    and check links; without them values are kept by position, with a warning.
+    """
+    data, where = read_workflow(source)
+    signatures = signatures or Signatures()
+    kind = workflow_format(data)
+    if kind is None:
+        raise ComfyWorkflowError(where, ["not a ComfyUI workflow"])
+    if "prompt" in data and kind == "api" and "class_type" not in next(iter(data.values()), {}):
+        data = dict(data["prompt"])
+    graph_name = name or graph_name_for(source)
+    if kind == "api":
+        graph, warnings = _api_to_graph(data, where, signatures, graph_name)
+    else:
+        graph, warnings = _UiReader(data, where, signatures).graph(graph_name)
+    return Imported(graph, kind, warnings)
+
+
+def graph_name_for(source: Any) -> str:
+    """A graph name from a workflow's file name (``workflow`` for data)."""
+    if isinstance(source, str | Path):
+        stem = re.sub(r"[^A-Za-z0-9_ .\-]", "_", Path(source).stem).strip(" .-") or "workflow"
+        return stem[:200]
+    return "workflow"
+
+
+def _check_node_id(node_id: str, where: str, problems: list[str]) -> None:
+    if not _NODE_ID.match(node_id):
+        problems.append(
+            f"node id {node_id!r}: nodegraph ids are letters, digits, '_', '-' and ':' (in {where})"
+        )
+
+
+def _api_to_graph(
+    prompt: Mapping[str, Any], where: str, signatures: Signatures, name: str
+) -> tuple[Graph, list[str]]:
+    problems: list[str] = []
+    nodes: list[NodeSpec] = []
+    edges: list[Edge] = []
+    kept: dict[str, Any] = {}
+    for node_id, entry in prompt.items():
+        node_id = str(node_id)
+        _check_node_id(node_id, where, problems)
+        class_type = entry.get("class_type")
+        if not isinstance(class_type, str) or not class_type:
+            problems.append(f"node {node_id}: class_type must be a non-empty string")
+            continue
+        inputs = entry.get("inputs")
+        if not isinstance(inputs, Mapping):
+            problems.append(f"node {node_id} ({class_type}): inputs must be an object")
+            continue
+        params: dict[str, Any] = {}
+        for input_name, value in inputs.items():
+            if is_link(value):
+                source_id, slot = str(value[0]), value[1]
+                problem = _link_problem(prompt, signatures, source_id, slot)
+                if problem:
+                    problems.append(
+                        f"node {node_id} ({class_type}) input {input_name!r}: {problem}"
+                    )
+                    continue
+                if not _PORT.match(input_name):
+                    problems.append(
+                        f"node {node_id} ({class_type}) input {input_name!r}: a linked "
+                        "input's name must be an identifier to become a port"
+                    )
+                    continue
+                edges.append(
+                    Edge.model_validate(
+                        {
+                            "from": f"{source_id}.{output_port(int(slot))}",
+                            "to": f"{node_id}.{input_name}",
+                        }
+                    )
+                )
+            else:
+                params[input_name] = value
+        meta = entry.get("_meta") if isinstance(entry.get("_meta"), Mapping) else {}
+        extra = {k: v for k, v in entry.items() if k not in ("class_type", "inputs", "_meta")}
+        meta_extra = {k: v for k, v in meta.items() if k != "title"}
+        if extra or meta_extra:
+            kept[node_id] = {"extra": extra} | ({"meta": meta_extra} if meta_extra else {})
+        if problems:
+            continue
+        nodes.append(NodeSpec(id=node_id, type=class_type, params=params, title=meta.get("title")))
+    if problems:
+        raise ComfyWorkflowError(where, problems)
+    metadata: dict[str, Any] = {"format": "api"}
+    if kept:
+        metadata["nodes"] = kept
+    graph = Graph(name=name, nodes=nodes, edges=edges, metadata={"comfy": metadata})
+    return graph, _unsigned_warning(nodes, signatures)
+
+
+def _link_problem(
+    prompt: Mapping[str, Any], signatures: Signatures, source_id: str, slot: Any
+) -> str | None:
+    if source_id not in prompt:
+        return f"links to node {source_id}, which is not in the workflow"
+    if not float(slot).is_integer() or slot < 0:
+        return f"links to slot {slot!r} of node {source_id}; a slot is a whole number >= 0"
+    source = prompt[source_id]
+    signature = (
+        signatures.get(source.get("class_type", "")) if isinstance(source, Mapping) else None
+    )
+    if signature is not None and int(slot) >= len(signature.return_types):
+        return (
+            f"links to output slot {int(slot)} of node {source_id} "
+            f"({signature.class_type}), which has {len(signature.return_types)} output(s)"
+        )
+    return None
+
+
+def _unsigned_warning(nodes: Iterable[NodeSpec], signatures: Signatures) -> list[str]:
+    unknown = sorted({n.type for n in nodes if n.type not in signatures})
+    if not unknown:
+        return []
+    return [
+        "no signature for " + ", ".join(unknown) + ": their widgets and links were not "
+        "checked (load their packs, or pass a signature file from a ComfyUI /object_info)"
+    ]
+
+
+# -- the UI format --------------------------------------------------------------------
+
+
+@dataclass
+class _Link:
+    id: Any
+    origin_id: Any
+    origin_slot: int
+    target_id: Any
+    target_slot: int
+    type: Any = "*"
+
+
+@dataclass
+class _Scope:
+    """The top-level workflow, or one subgraph instance's copy of its definition."""
+
+    prefix: str
+    nodes: dict[str, dict[str, Any]]
+    links: dict[str, _Link]
+    parent: _Scope | None = None
+    instance: dict[str, Any] | None = None
+    definition: dict[str, Any] | None = None
+    chain: tuple[str, ...] = ()
+
+    def flat_id(self, node_id: Any) -> str:
+        return f"{self.prefix}{node_id}"
+
+
+@dataclass
+class _Resolved:
+    """Where an input's value comes from after virtual nodes are resolved."""
+
+    node: str | None = None
+    slot: int = 0
+    value: Any = None
+    is_value: bool = False
+
+
+class _UiReader:
+    def __init__(self, data: Mapping[str, Any], where: str, signatures: Signatures) -> None:
+        self.data = data
+        self.where = where
+        self.signatures = signatures
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+        definitions = (data.get("definitions") or {}).get("subgraphs") or []
+        self.definitions = {str(d.get("id")): d for d in definitions if isinstance(d, Mapping)}
+        self.nodes: list[NodeSpec] = []
+        self.edges: list[Edge] = []
+        self.kept: dict[str, Any] = {}
+        self.unsigned: set[str] = set()
+
+    def graph(self, name: str) -> tuple[Graph, list[str]]:
+        top = self._scope("", self.data, None, None, ())
+        if not self.problems:
+            self._read_scope(top)
+        if self.problems:
+            raise ComfyWorkflowError(self.where, self.problems)
+        workflow = {k: v for k, v in self.data.items() if k not in _STRUCTURAL_KEYS}
+        metadata: dict[str, Any] = {"format": "ui"}
+        if workflow:
+            metadata["workflow"] = workflow
+        if self.kept:
+            metadata["nodes"] = self.kept
+        graph = Graph(name=name, nodes=self.nodes, edges=self.edges, metadata={"comfy": metadata})
+        if self.unsigned:
+            self.warnings.append(
+                "no signature for " + ", ".join(sorted(self.unsigned)) + ": their "
+                "widget values are kept by position (params #0, #1, ...) and their links "
+                "were not checked (load their packs, or pass a signature file from a "
+                "ComfyUI /object_info)"
+            )
+        return graph, self.warnings
+
+    # structure
+
+    def _scope(
+        self,
+        prefix: str,
+        body: Mapping[str, Any],
+        parent: _Scope | None,
+        instance: dict[str, Any] | None,
+        chain: tuple[str, ...],
+    ) -> _Scope:
+        label = f"subgraph {chain[-1]!r}" if chain else "workflow"
+        nodes: dict[str, dict[str, Any]] = {}
+        for index, node in enumerate(body.get("nodes") or []):
+            if not isinstance(node, Mapping) or "id" not in node or "type" not in node:
+                self.problems.append(f"{label}: nodes[{index}] needs an id and a type")
+                continue
+            node_id = str(node["id"])
+            if node_id in nodes:
+                self.problems.append(f"{label}: node id {node_id} is used twice")
+            nodes[node_id] = dict(node)
+        links: dict[str, _Link] = {}
+        for index, raw in enumerate(body.get("links") or []):
+            link = _parse_link(raw)
+            if link is None:
+                self.problems.append(
+                    f"{label}: links[{index}] is neither [id, origin, slot, target, slot, "
+                    f"type] nor a link object: {raw!r}"
+                )
+                continue
+            links[str(link.id)] = link
+        scope = _Scope(prefix, nodes, links, parent, instance, None, chain)
+        for link in links.values():
+            self._check_link(scope, link, label)
+        return scope
+
+    def _check_link(self, scope: _Scope, link: _Link, label: str) -> None:
+        for end, node_id, special in (
+            ("comes from", link.origin_id, SUBGRAPH_INPUT),
+            ("goes to", link.target_id, SUBGRAPH_OUTPUT),
+        ):
+            if str(node_id) not in scope.nodes and not (scope.chain and node_id == special):
+                self.problems.append(
+                    f"{label}: link {link.id} {end} node {node_id}, which does not exist"
+                )
+        origin = scope.nodes.get(str(link.origin_id))
+        outputs = origin.get("outputs") if origin else None
+        if isinstance(outputs, list) and outputs and link.origin_slot >= len(outputs):
+            self.problems.append(
+                f"{label}: link {link.id} comes from output slot {link.origin_slot} of node "
+                f"{link.origin_id} ({origin['type']}), which has {len(outputs)} output(s)"
+            )
+        target = scope.nodes.get(str(link.target_id))
+        inputs = target.get("inputs") if target else None
+        if target is not None and (not isinstance(inputs, list) or link.target_slot >= len(inputs)):
+            count = len(inputs) if isinstance(inputs, list) else 0
+            self.problems.append(
+                f"{label}: link {link.id} goes to input slot {link.target_slot} of node "
+                f"{link.target_id} ({target['type']}), which has {count} input(s)"
+            )
+
+    def _read_scope(self, scope: _Scope) -> None:
+        for node_id, node in scope.nodes.items():
+            node_type = str(node["type"])
+            mode = node.get("mode", 0)
+            if node_type in VIRTUAL_TYPES or mode in (MUTED, BYPASSED):
+                continue
+            if node_type in self.definitions:
+                inner = self._enter(scope, node)
+                if inner is not None:
+                    self._read_scope(inner)
+                continue
+            self._read_node(scope, node_id, node)
+
+    def _enter(self, scope: _Scope, instance: dict[str, Any]) -> _Scope | None:
+        definition_id = str(instance["type"])
+        if definition_id in scope.chain:
+            names = [self._definition_name(d) for d in (*scope.chain, definition_id)]
+            self.problems.append(
+                f"node {scope.flat_id(instance['id'])}: subgraph {names[-1]!r} contains "
+                f"itself ({' -> '.join(names)})"
+            )
+            return None
+        definition = self.definitions[definition_id]
+        inner = self._scope(
+            f"{scope.flat_id(instance['id'])}:",
+            definition,
+            scope,
+            instance,
+            (*scope.chain, definition_id),
+        )
+        inner.definition = definition
+        return inner
+
+    def _definition_name(self, definition_id: str) -> str:
+        return str(self.definitions.get(definition_id, {}).get("name") or definition_id)
+
+    # one node
+
+    def _read_node(self, scope: _Scope, node_id: str, node: dict[str, Any]) -> None:
+        flat_id = scope.flat_id(node_id)
+        properties = dict(node.get("properties") or {})
+        flat_id = str(properties.pop(ORIGINAL_ID, flat_id))
+        _check_node_id(flat_id, self.where, self.problems)
+        class_type = str(node["type"])
+        signature = self.signatures.get(class_type)
+        params, controls = self._widget_params(flat_id, node, signature, scope)
+        linked_widgets: dict[str, Any] = {}
+        input_types: dict[str, Any] = {}
+        for slot, entry in enumerate(node.get("inputs") or []):
+            if not isinstance(entry, Mapping) or "name" not in entry:
+                self.problems.append(f"node {flat_id} ({class_type}): inputs[{slot}] has no name")
+                continue
+            input_name = str(entry["name"])
+            widget = entry.get("widget")
+            if isinstance(widget, Mapping) and widget.get("name"):
+                input_name = str(widget["name"])
+            input_types[input_name] = entry.get("type", "*")
+            link_id = entry.get("link")
+            if link_id is None:
+                continue
+            link = scope.links.get(str(link_id))
+            if link is None:
+                self.problems.append(
+                    f"node {flat_id} ({class_type}) input {input_name!r}: link {link_id} is "
+                    "not in the workflow's links"
+                )
+                continue
+            resolved = self._origin(scope, link, entry.get("type", "*"), ())
+            if resolved is None:
+                continue  # fed by a muted node or an unconnected bypass: left unset
+            if resolved.is_value:
+                params[input_name] = resolved.value
+                continue
+            if input_name in params:
+                linked_widgets[input_name] = params.pop(input_name)
+            if not _PORT.match(input_name):
+                self.problems.append(
+                    f"node {flat_id} ({class_type}) input {input_name!r}: a linked input's "
+                    "name must be an identifier to become a port"
+                )
+                continue
+            assert resolved.node is not None
+            self.edges.append(
+                Edge.model_validate(
+                    {
+                        "from": f"{resolved.node}.{output_port(resolved.slot)}",
+                        "to": f"{flat_id}.{input_name}",
+                    }
+                )
+            )
+        kept: dict[str, Any] = {}
+        if not scope.chain:
+            kept.update({k: node[k] for k in _KEPT_UI_KEYS if k in node and k != "properties"})
+        if properties:
+            kept["properties"] = properties
+        if node.get("mode", 0) != 0:
+            kept["mode"] = node["mode"]
+        extra = {k: v for k, v in node.items() if k not in _UI_NODE_KEYS}
+        if extra:
+            kept["extra"] = extra
+        outputs = [
+            {"name": o.get("name", ""), "type": o.get("type", "*")}
+            for o in node.get("outputs") or []
+            if isinstance(o, Mapping)
+        ]
+        if outputs:
+            kept["outputs"] = outputs
+        if input_types:
+            kept["inputs"] = input_types
+        if controls:
+            kept["controls"] = controls
+        if linked_widgets:
+            kept["linked_widgets"] = linked_widgets
+        self.kept[flat_id] = kept
+        self.nodes.append(
+            NodeSpec(id=flat_id, type=class_type, params=params, title=node.get("title"))
+        )
+
+    def _widget_params(
+        self,
+        flat_id: str,
+        node: Mapping[str, Any],
+        signature: Signature | None,
+        scope: _Scope,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        values = node.get("widgets_values")
+        if values is None:
+            return {}, {}
+        if isinstance(values, Mapping):
+            return dict(values), {}
+        if not isinstance(values, list):
+            self.problems.append(
+                f"node {flat_id} ({node['type']}): widgets_values must be a list or an "
+                f"object, not {type(values).__name__}"
+            )
+            return {}, {}
+        if signature is None:
+            self.unsigned.add(str(node["type"]))
+            return {f"{POSITIONAL}{i}": v for i, v in enumerate(values)}, {}
+        params: dict[str, Any] = {}
+        controls: dict[str, Any] = {}
+        position = 0
+        for spec in signature.widgets():
+            if position >= len(values):
+                break
+            params[spec.name] = values[position]
+            position += 1
+            if (
+                spec.has_control_widget
+                and position < len(values)
+                and values[position] in CONTROL_VALUES
+            ):
+                controls[spec.name] = values[position]
+                position += 1
+        if position < len(values):
+            self.warnings.append(
+                f"node {flat_id} ({node['type']}): {len(values) - position} widget "
+                f"value(s) beyond the class's {len(signature.widgets())} widget(s) were "
+                f"ignored: {values[position:]!r}"
+            )
+        return params, controls
+
+    # following links back to a real node
+
+    def _origin(
+        self, scope: _Scope, link: _Link, want_type: Any, seen: tuple[Any, ...]
+    ) -> _Resolved | None:
+        marker = (scope.prefix, link.id)
+        if marker in seen:
+            self.problems.append(f"link {link.id}: reroutes or bypassed nodes form a loop")
+            return None
+        seen = (*seen, marker)
+        if scope.chain and link.origin_id == SUBGRAPH_INPUT:
+            return self._from_instance_input(scope, link.origin_slot, want_type, seen)
+        source = scope.nodes.get(str(link.origin_id))
+        if source is None:
+            return None  # reported by _check_link
+        source_type = str(source["type"])
+        mode = source.get("mode", 0)
+        if mode == MUTED:
+            return None
+        if source_type == "PrimitiveNode":
+            values = source.get("widgets_values") or []
+            return _Resolved(value=values[0] if values else None, is_value=True)
+        if source_type == "Reroute":
+            return self._through_input(scope, source, 0, want_type, seen)
+        if mode == BYPASSED:
+            for slot in _bypass_candidates(source, link.origin_slot):
+                entry = source["inputs"][slot]
+                if entry.get("type") == want_type:
+                    return self._through_input(scope, source, slot, want_type, seen)
+            return None
+        if source_type in self.definitions:
+            inner = self._enter(scope, source)
+            if inner is None:
+                return None
+            for inner_link in inner.links.values():
+                if inner_link.target_id == SUBGRAPH_OUTPUT and (
+                    inner_link.target_slot == link.origin_slot
+                ):
+                    return self._origin(inner, inner_link, want_type, seen)
+            return None
+        return _Resolved(node=self._flat_source_id(scope, source), slot=link.origin_slot)
+
+    def _flat_source_id(self, scope: _Scope, source: Mapping[str, Any]) -> str:
+        properties = source.get("properties") or {}
+        return str(properties.get(ORIGINAL_ID, scope.flat_id(source["id"])))
+
+    def _through_input(
+        self, scope: _Scope, node: Mapping[str, Any], slot: int, want_type: Any, seen: tuple
+    ) -> _Resolved | None:
+        inputs = node.get("inputs") or []
+        link_id = inputs[slot].get("link") if slot < len(inputs) else None
+        if link_id is None or str(link_id) not in scope.links:
+            return None
+        return self._origin(scope, scope.links[str(link_id)], want_type, seen)
+
+    def _from_instance_input(
+        self, scope: _Scope, slot: int, want_type: Any, seen: tuple
+    ) -> _Resolved | None:
+        assert scope.parent is not None and scope.instance is not None
+        instance = scope.instance
+        definition_inputs = (scope.definition or {}).get("inputs") or []
+        name = definition_inputs[slot].get("name") if slot < len(definition_inputs) else None
+        inputs = instance.get("inputs") or []
+        index = next(
+            (i for i, entry in enumerate(inputs) if name is not None and entry.get("name") == name),
+            slot,
+        )
+        entry = inputs[index] if index < len(inputs) else {}
+        if entry.get("link") is not None:
+            return self._through_input(scope.parent, instance, index, want_type, seen)
+        widget_value = self._instance_widget_value(scope, entry, name)
+        if widget_value is not None:
+            return widget_value
+        return None
+
+    def _instance_widget_value(
+        self, scope: _Scope, entry: Mapping[str, Any], name: Any
+    ) -> _Resolved | None:
+        """A subgraph input shown as a widget on the instance: its value, if any."""
+        instance = scope.instance or {}
+        values = instance.get("widgets_values")
+        widget = entry.get("widget") if isinstance(entry, Mapping) else None
+        if not isinstance(widget, Mapping) or values is None:
+            return None
+        widget_name = widget.get("name", name)
+        if isinstance(values, Mapping):
+            return (
+                _Resolved(value=values[widget_name], is_value=True)
+                if widget_name in values
+                else None
+            )
+        widget_inputs = [
+            e for e in instance.get("inputs") or [] if isinstance(e.get("widget"), Mapping)
+        ]
+        for position, candidate in enumerate(widget_inputs):
+            if candidate is entry and position < len(values):
+                return _Resolved(value=values[position], is_value=True)
+        return None
+
+
+def _parse_link(raw: Any) -> _Link | None:
+    try:
+        if isinstance(raw, list) and len(raw) >= 5:
+            link_type = raw[5] if len(raw) > 5 else "*"
+            return _Link(raw[0], raw[1], int(raw[2]), raw[3], int(raw[4]), link_type)
+        if isinstance(raw, Mapping):
+            return _Link(
+                raw["id"],
+                raw["origin_id"],
+                int(raw["origin_slot"]),
+                raw["target_id"],
+                int(raw["target_slot"]),
+                raw.get("type", "*"),
+            )
+    except (KeyError, TypeError, ValueError):
+        return None
+    return None
+
+
+def _bypass_candidates(node: Mapping[str, Any], origin_slot: int) -> list[int]:
+    """The frontend's order: the input at the output's own index first, then all."""
+    count = len(node.get("inputs") or [])
+    order = [origin_slot] if origin_slot < count else []
+    return order + [i for i in range(count) if i != origin_slot]
+
+
+# -- writing --------------------------------------------------------------------------
+
+
+class ComfyExportError(NodegraphError, ValueError):
+    """A graph cannot be written as a ComfyUI workflow; the message names the node."""
+
+
+def _incoming(graph: Graph, input_values: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Per node: input name -> ``("edge", source, port)`` or ``("value", v)``."""
+    found: dict[str, dict[str, Any]] = {}
+    for edge in graph.edges:
+        if edge.transform is not None:
+            raise ComfyExportError(
+                f"edge {edge.from_} -> {edge.to} has a transform, which ComfyUI cannot express"
+            )
+        if edge.from_graph_input:
+            name = edge.source_port
+            if input_values is not None and name in input_values:
+                value = input_values[name]
+            elif name in graph.inputs and not graph.inputs[name].required:
+                value = graph.inputs[name].default
+            else:
+                raise ComfyExportError(
+                    f"node {edge.target} input {edge.target_port!r} takes graph input "
+                    f"{name!r}, which has no value; give it one"
+                )
+            found.setdefault(edge.target, {})[edge.target_port] = ("value", value)
+        else:
+            found.setdefault(edge.target, {})[edge.target_port] = ("edge", edge)
+    return found
+
+
+def _named_params(spec: NodeSpec, signature: Signature | None) -> dict[str, Any]:
+    positional = {k: v for k, v in spec.params.items() if k.startswith(POSITIONAL)}
+    if not positional:
+        return dict(spec.params)
+    if signature is None:
+        raise ComfyExportError(
+            f"node {spec.id} ({spec.type}) has widget values kept by position "
+            f"({', '.join(positional)}); exporting to the API format needs its signature: "
+            "load its pack, or pass a signature file from a ComfyUI /object_info"
+        )
+    widgets = signature.widgets()
+    named = {k: v for k, v in spec.params.items() if not k.startswith(POSITIONAL)}
+    values = [positional[k] for k in sorted(positional, key=lambda k: int(k[1:]))]
+    position = 0
+    for widget in widgets:
+        if position >= len(values):
+            break
+        named.setdefault(widget.name, values[position])
+        position += 1
+        if (
+            widget.has_control_widget
+            and position < len(values)
+            and values[position] in CONTROL_VALUES
+        ):
+            position += 1
+    return named
+
+
+def to_api(
+    graph: Graph,
+    signatures: Signatures | None = None,
+    input_values: Mapping[str, Any] | None = None,
+    registry: Any = None,
+) -> dict[str, Any]:
+    """The graph as an API prompt, which ComfyUI's ``POST /prompt`` runs.
+
+    ``input_values`` fill graph inputs (their defaults otherwise); ``registry`` maps
+    named output ports of nodegraph types to slots.
+    """
+    signatures = signatures or Signatures()
+    kept = _kept_nodes(graph)
+    incoming = _incoming(graph, input_values)
+    prompt: dict[str, Any] = {}
+    for spec in graph.nodes:
+        inputs = _named_params(spec, signatures.get(spec.type))
+        for name, source in incoming.get(spec.id, {}).items():
+            if source[0] == "value":
+                inputs[name] = source[1]
+            else:
+                edge = source[1]
+                edge_type = graph.node(edge.source).type
+                inputs[name] = [edge.source, _slot_of(edge, edge_type, registry)]
+        entry: dict[str, Any] = {"inputs": inputs, "class_type": spec.type}
+        extra = kept.get(spec.id, {})
+        meta = dict(extra.get("meta") or {})
+        if spec.title is not None:
+            meta["title"] = spec.title
+        if meta:
+            entry["_meta"] = meta
+        entry.update(extra.get("extra") or {})
+        prompt[spec.id] = entry
+    return prompt
+
+
+def _slot_of(edge: Edge, source_type: str, registry: Any) -> int:
+    slot = output_slot(edge.source_port)
+    if slot is not None:
+        return slot
+    node_type = registry.find(source_type) if registry is not None else None
+    if node_type is not None and edge.source_port in node_type.outputs:
+        return list(node_type.outputs).index(edge.source_port)
+    raise ComfyExportError(
+        f"edge {edge.from_} -> {edge.to}: output port {edge.source_port!r} of a "
+        f"{source_type!r} node has no ComfyUI slot number; imported nodes use out0, out1, "
+        "...; for nodegraph types, pass the registry that holds the type"
+    )
+
+
+def _kept_nodes(graph: Graph) -> dict[str, Any]:
+    comfy = graph.metadata.get("comfy")
+    return dict(comfy.get("nodes") or {}) if isinstance(comfy, Mapping) else {}
+
+
+def to_ui(
+    graph: Graph,
+    signatures: Signatures | None = None,
+    input_values: Mapping[str, Any] | None = None,
+    registry: Any = None,
+) -> dict[str, Any]:
+    """The graph as a UI workflow (version 0.4), which the ComfyUI editor opens.
+
+    Nodes keep the positions they were imported with; a graph without them is laid out
+    left to right by topological level.
+    """
+    signatures = signatures or Signatures()
+    kept = _kept_nodes(graph)
+    incoming = _incoming(graph, input_values)
+    numeric = {spec.id: int(spec.id) for spec in graph.nodes if spec.id.isdigit()}
+    next_id = max(numeric.values(), default=0)
+    ui_ids: dict[str, int] = {}
+    for spec in graph.nodes:
+        if spec.id in numeric and numeric[spec.id] not in ui_ids.values():
+            ui_ids[spec.id] = numeric[spec.id]
+    for spec in graph.nodes:
+        if spec.id not in ui_ids:
+            next_id += 1
+            ui_ids[spec.id] = next_id
+    positions = _layout(graph, kept)
+    order = {node_id: index for index, node_id in enumerate(_topological(graph))}
+
+    links: list[list[Any]] = []
+    out_links: dict[tuple[str, int], list[int]] = {}
+    ui_nodes = []
+    for spec in graph.nodes:
+        signature = signatures.get(spec.type)
+        extra = kept.get(spec.id, {})
+        known_types = dict(extra.get("inputs") or {})
+        params = dict(spec.params)
+        inputs_ui: list[dict[str, Any]] = []
+        sources = incoming.get(spec.id, {})
+        for name, source in sources.items():
+            if source[0] == "value":
+                params[name] = source[1]
+        linked = {n: s[1] for n, s in sources.items() if s[0] == "edge"}
+        widget_names = {w.name for w in signature.widgets()} if signature else set()
+        for name in _input_order(signature, linked, known_types):
+            edge = linked[name]
+            slot = _slot_of(
+                edge, graph.node(edge.source).type, None if registry is None else registry
+            )
+            link_id = len(links) + 1
+            input_type = _input_type(signature, name, known_types)
+            links.append(
+                [link_id, ui_ids[edge.source], slot, ui_ids[spec.id], len(inputs_ui), input_type]
+            )
+            out_links.setdefault((edge.source, slot), []).append(link_id)
+            entry: dict[str, Any] = {"name": name, "type": input_type, "link": link_id}
+            if name in widget_names or name in (extra.get("linked_widgets") or {}):
+                entry["widget"] = {"name": name}
+            inputs_ui.append(entry)
+        widgets_values = _widgets_values(spec, signature, params, extra)
+        node: dict[str, Any] = {
+            "id": ui_ids[spec.id],
+            "type": spec.type,
+            "pos": positions[spec.id],
+            "size": extra.get("size") or [320, 80 + 26 * (len(inputs_ui) + len(params))],
+            "flags": extra.get("flags") or {},
+            "order": order[spec.id],
+            "mode": extra.get("mode", 0),
+            "inputs": inputs_ui,
+            "outputs": [],
+            "properties": {"Node name for S&R": spec.type, **(extra.get("properties") or {})},
+        }
+        if spec.id != str(ui_ids[spec.id]):
+            node["properties"][ORIGINAL_ID] = spec.id
+        if widgets_values is not None:
+            node["widgets_values"] = widgets_values
+        if spec.title is not None:
+            node["title"] = spec.title
+        for key in ("color", "bgcolor", "shape"):
+            if key in extra:
+                node[key] = extra[key]
+        node.update(extra.get("extra") or {})
+        ui_nodes.append(node)
+    for spec, node in zip(graph.nodes, ui_nodes, strict=True):
+        node["outputs"] = _outputs_ui(
+            spec, signatures.get(spec.type), kept.get(spec.id, {}), out_links
+        )
+    comfy = graph.metadata.get("comfy") if isinstance(graph.metadata.get("comfy"), Mapping) else {}
+    workflow = dict(comfy.get("workflow") or {})
+    document: dict[str, Any] = {
+        "last_node_id": max(ui_ids.values(), default=0),
+        "last_link_id": len(links),
+        "nodes": ui_nodes,
+        "links": links,
+        "groups": workflow.pop("groups", []),
+        "config": workflow.pop("config", {}),
+        "extra": workflow.pop("extra", {}),
+    }
+    document.update(workflow)
+    document["version"] = 0.4
+    return document
+
+
+def _input_order(
+    signature: Signature | None, linked: Mapping[str, Any], known_types: Mapping[str, Any]
+) -> list[str]:
+    ordered = [s.name for s in signature.visible_inputs()] if signature else list(known_types)
+    ranked = [n for n in ordered if n in linked]
+    return ranked + [n for n in linked if n not in ranked]
+
+
+def _input_type(signature: Signature | None, name: str, known: Mapping[str, Any]) -> Any:
+    if name in known:
+        return known[name]
+    spec = signature.input(name) if signature else None
+    return spec.type if spec else "*"
+
+
+def _widgets_values(
+    spec: NodeSpec, signature: Signature | None, params: Mapping[str, Any], extra: Mapping[str, Any]
+) -> Any:
+    linked_values = extra.get("linked_widgets") or {}
+    if signature is None:
+        if not params:
+            return None
+        if all(k.startswith(POSITIONAL) for k in params):
+            return [params[k] for k in sorted(params, key=lambda k: int(k[1:]))]
+        return dict(params)  # names without an order: the frontend reads objects too
+    controls = extra.get("controls") or {}
+    values: list[Any] = []
+    for widget in signature.widgets():
+        if widget.name in params:
+            values.append(params[widget.name])
+        elif widget.name in linked_values:
+            values.append(linked_values[widget.name])
+        else:
+            values.append(widget.default)
+        if widget.has_control_widget:
+            values.append(controls.get(widget.name, "fixed"))
+    return values
+
+
+def _outputs_ui(
+    spec: NodeSpec,
+    signature: Signature | None,
+    extra: Mapping[str, Any],
+    out_links: Mapping[tuple[str, int], list[int]],
+) -> list[dict[str, Any]]:
+    known = list(extra.get("outputs") or [])
+    if signature is not None:
+        described = [
+            {"name": name, "type": kind}
+            for name, kind in zip(signature.return_names, signature.return_types, strict=False)
+        ]
+    else:
+        described = known
+    used = [slot for (node_id, slot) in out_links if node_id == spec.id]
+    while len(described) <= max(used, default=-1):
+        described.append({"name": f"out{len(described)}", "type": "*"})
+    return [
+        {**entry, "links": out_links.get((spec.id, slot), []), "slot_index": slot}
+        for slot, entry in enumerate(described)
+    ]
+
+
+def _topological(graph: Graph) -> list[str]:
+    return [node_id for level in _levels(graph) for node_id in level]
+
+
+def _levels(graph: Graph) -> list[list[str]]:
+    predecessors: dict[str, list[str]] = {spec.id: [] for spec in graph.nodes}
+    for edge in graph.edges:
+        if not edge.from_graph_input and edge.target in predecessors:
+            predecessors[edge.target].append(edge.source)
+    return levels(predecessors, topological_order(predecessors))
+
+
+def _layout(graph: Graph, kept: Mapping[str, Any]) -> dict[str, list[float]]:
+    stored = {n: kept.get(n, {}).get("pos") for n in (spec.id for spec in graph.nodes)}
+    if stored and all(isinstance(p, list | tuple | dict) for p in stored.values()):
+        return {n: p for n, p in stored.items()}  # type: ignore[misc]
+    positions: dict[str, list[float]] = {}
+    for column, level in enumerate(_levels(graph)):
+        for row, node_id in enumerate(level):
+            positions[node_id] = [100 + 380 * column, 100 + 220 * row]
+    return positions
