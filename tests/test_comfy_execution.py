@@ -305,7 +305,9 @@ def test_execution_blocker_on_one_list_item(registry, strategy):
 
 def test_verbose_blocker_is_reported(registry):
     g = builder()
-    blocker = g.node("TestExecutionBlocker", input=image(g, "WHITE").out(0), block=True, verbose=True)
+    blocker = g.node(
+        "TestExecutionBlocker", input=image(g, "WHITE").out(0), block=True, verbose=True
+    )
     output = g.node("TestRecord", value=blocker.out(0))
     result = run(g, registry, cache=False)
     assert output.id not in result.outputs  # nothing reached the output node

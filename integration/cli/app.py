@@ -25,6 +25,7 @@ from rich.console import Console
 
 from integration.cli import remote, render
 from integration.cli.cache import cache_app
+from integration.cli.comfy import comfy_app
 from integration.cli.options import (
     ConfigOption,
     FileArgument,
@@ -34,6 +35,8 @@ from integration.cli.options import (
     StrategyOption,
 )
 from integration.cli.options import load_cli_config as _config
+from integration.comfy import Signatures
+from integration.comfy.validate import check_workflow
 from integration.config import NodegraphConfig
 from integration.errors import ConfigError, GraphLoadError, NodegraphError
 from integration.graph import Graph, GraphValidationError, NodeRegistry, bind, load_graph
@@ -49,6 +52,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(cache_app, name="cache")
+app.add_typer(comfy_app, name="comfy")
 out = Console()
 err = Console(stderr=True)
 
@@ -126,9 +130,9 @@ def run(
         if address:
             config.execution.dask_address = address
             strategy = strategy or "distributed"
-        graph = load_graph(file)
-        inputs = parse_inputs(graph, input_ or [])
         registry = _registry(config)
+        graph = load_graph(file, Signatures.from_registry(registry))  # ComfyUI files too
+        inputs = parse_inputs(graph, input_ or [])
     except (ConfigError, GraphLoadError, NodegraphError) as exc:
         raise _fail(str(exc), as_json) from None
     _execute(
@@ -249,8 +253,13 @@ def validate(
     """Check a graph without running it: exit 0 when valid, 1 with a report when not."""
     try:
         config = _config(config_file, nodes)
-        graph = load_graph(file)
-        bound = bind(graph, _registry(config))
+        registry = _registry(config)
+        graph = load_graph(file, Signatures.from_registry(registry))
+        if "comfy" in graph.metadata:
+            valid, _ = check_workflow(graph, registry)
+            _valid(graph.name, len(valid.prompt), as_json)
+            return
+        bound = bind(graph, registry)
     except GraphValidationError as exc:
         raise _invalid(exc, as_json) from None
     except GraphLoadError as exc:
@@ -270,14 +279,14 @@ def validate(
         raise _fail(str(exc), as_json, payload) from None
     except NodegraphError as exc:
         raise _fail(str(exc), as_json) from None
+    _valid(bound.name, len(bound.nodes), as_json)
+
+
+def _valid(name: str, count: int, as_json: bool) -> None:
     if as_json:
-        print(
-            json.dumps(
-                {"graph": bound.name, "valid": True, "nodes": len(bound.nodes), "problems": []}
-            )
-        )
+        print(json.dumps({"graph": name, "valid": True, "nodes": count, "problems": []}))
     else:
-        out.print(f"[green]valid[/]: graph {bound.name!r} with {len(bound.nodes)} nodes")
+        out.print(f"[green]valid[/]: graph {name!r} with {count} nodes")
 
 
 @app.command()
@@ -291,8 +300,15 @@ def plan(
     """Show what a run would execute: the order and the levels that run side by side."""
     try:
         config = _config(config_file, nodes)
-        bound = bind(load_graph(file), _registry(config))
-        the_plan = make_plan(bound, output)
+        registry = _registry(config)
+        graph = load_graph(file, Signatures.from_registry(registry))
+        if "comfy" in graph.metadata:
+            raise NodegraphError(
+                f"{file} is a ComfyUI workflow: its nodes are planned as they run (lazy "
+                "inputs and expansion decide), so there is no plan to show; use "
+                "'nodegraph validate' to check it"
+            )
+        the_plan = make_plan(bind(graph, registry), output)
     except GraphValidationError as exc:
         raise _invalid(exc, as_json) from None
     except NodegraphError as exc:

@@ -150,7 +150,8 @@ def problems(console: Console, error: GraphValidationError) -> None:
     table.add_column("message", overflow="fold")
     for node_id, found in error.by_node().items():
         for problem in found:
-            table.add_row(node_id, problem.code, problem.message)
+            detail = f" ({problem.details})" if problem.details else ""
+            table.add_row(node_id, problem.code, problem.message + detail)
     console.print(table)
 
 

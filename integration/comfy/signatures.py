@@ -132,6 +132,33 @@ class Signature:
     def hidden(self) -> dict[str, str]:
         return {spec.name: spec.type for spec in self.inputs if spec.category == "hidden"}
 
+    def to_object_info(self) -> dict[str, Any]:
+        """The signature as ComfyUI's ``/object_info`` describes a class."""
+        sections: dict[str, dict[str, Any]] = {}
+        for spec in self.inputs:
+            if spec.category == "hidden":
+                declared: Any = spec.type
+            else:
+                kind: Any = list(spec.choices) if spec.choices is not None else spec.type
+                options = {k: v for k, v in spec.options.items() if _jsonable(v)}
+                declared = [kind, options] if options else [kind]
+            sections.setdefault(spec.category, {})[spec.name] = declared
+        return {
+            "input": sections,
+            "input_order": {
+                category: list(section)
+                for category, section in sections.items()
+                if category != "hidden"
+            },
+            "output": list(self.return_types),
+            "output_is_list": list(self.output_is_list),
+            "output_name": list(self.return_names),
+            "name": self.class_type,
+            "display_name": self.display_name,
+            "category": self.category,
+            "output_node": self.output_node,
+        }
+
     @classmethod
     def from_class(cls, class_type: str, node_class: Any) -> Signature:
         """Read a V1 class: ``INPUT_TYPES()``, ``RETURN_TYPES`` and the rest."""

@@ -112,9 +112,7 @@ def validate_prompt(
                     "outputs asked for must be node ids of the workflow",
                 )
     if not roots and not unknown and targets is None:
-        checker.add(
-            GRAPH, "prompt_no_outputs", "Prompt has no outputs", "add an output node"
-        )
+        checker.add(GRAPH, "prompt_no_outputs", "Prompt has no outputs", "add an output node")
     cycle = _cycle(prompt)
     if cycle:
         checker.add(
@@ -281,7 +279,9 @@ class _Checker:
                         f"input_type({spec.type})",
                     )
                 continue
-            self._literal(node_id, spec, inputs, value, takes_kwargs or spec.name in validated_names)
+            self._literal(
+                node_id, spec, inputs, value, takes_kwargs or spec.name in validated_names
+            )
         if validator is not None:
             self._custom(node_id, node_type, inputs, received, validated_names, takes_kwargs)
 
@@ -375,3 +375,30 @@ def _return_types(node_type: NodeType) -> list[str]:
     if isinstance(node_type, ComfyNodeType):
         return list(node_type.signature.return_types)
     return [port.type for port in node_type.outputs.values()]
+
+
+def check_workflow(
+    graph: Any,
+    registry: Any,
+    signatures: Any = None,
+    outputs: Sequence[str] | None = None,
+    input_values: Mapping[str, Any] | None = None,
+) -> tuple[ValidPrompt, dict[str, NodeType]]:
+    """A ComfyUI graph as a checked prompt, and the node types it runs.
+
+    ``registry`` supplies the classes (and their signatures, with ``signatures`` added);
+    types nodegraph knows by name (``core.add``) may appear too.
+    """
+    from integration.comfy.signatures import Signatures
+    from integration.comfy.workflow import to_api
+
+    known = Signatures.from_registry(registry)
+    if signatures is not None:
+        known.update(signatures)
+    prompt = to_api(graph, known, input_values, registry)
+    types: dict[str, NodeType] = {}
+    for entry in prompt.values():
+        found = registry.find(entry["class_type"])
+        if found is not None:
+            types[entry["class_type"]] = found
+    return validate_prompt(prompt, types, outputs, graph.name), types

@@ -93,6 +93,7 @@ _STRUCTURAL_KEYS = frozenset(
         "revision",
     }
 )
+DEFAULT_SIZE = (320, 80)
 ORIGINAL_ID = "nodegraph_id"
 """Property holding a node's graph id when it is not a UI integer id (``5:3``)."""
 
@@ -315,6 +316,12 @@ class _Scope:
     instance: dict[str, Any] | None = None
     definition: dict[str, Any] | None = None
     chain: tuple[str, ...] = ()
+    input_values: dict[str, Any] = field(default_factory=dict)
+    """Values of the instance's widgets for subgraph inputs, by input name."""
+    promoted: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Promoted widget values (``proxyWidgets``), by inner node id and widget name."""
+    offset: tuple[float, float] = (0.0, 0.0)
+    """Where the instance sits on the canvas: inner positions are shifted by it."""
 
     def flat_id(self, node_id: Any) -> str:
         return f"{self.prefix}{node_id}"
@@ -457,6 +464,9 @@ class _UiReader:
             (*scope.chain, definition_id),
         )
         inner.definition = definition
+        inner.input_values, inner.promoted = _instance_values(instance)
+        x, y = _xy(instance.get("pos"))
+        inner.offset = (scope.offset[0] + x, scope.offset[1] + y)
         return inner
 
     def _definition_name(self, definition_id: str) -> str:
@@ -472,6 +482,7 @@ class _UiReader:
         class_type = str(node["type"])
         signature = self.signatures.get(class_type)
         params, controls = self._widget_params(flat_id, node, signature, scope)
+        params.update(scope.promoted.get(node_id, {}))
         linked_widgets: dict[str, Any] = {}
         input_types: dict[str, Any] = {}
         for slot, entry in enumerate(node.get("inputs") or []):
@@ -482,7 +493,6 @@ class _UiReader:
             widget = entry.get("widget")
             if isinstance(widget, Mapping) and widget.get("name"):
                 input_name = str(widget["name"])
-            input_types[input_name] = entry.get("type", "*")
             link_id = entry.get("link")
             if link_id is None:
                 continue
@@ -508,6 +518,7 @@ class _UiReader:
                 )
                 continue
             assert resolved.node is not None
+            input_types[input_name] = entry.get("type", "*")
             self.edges.append(
                 Edge.model_validate(
                     {
@@ -516,16 +527,24 @@ class _UiReader:
                     }
                 )
             )
-        kept: dict[str, Any] = {}
-        if not scope.chain:
-            kept.update({k: node[k] for k in _KEPT_UI_KEYS if k in node and k != "properties"})
-        if properties:
-            kept["properties"] = properties
+        # Every UI node is kept with a position, size, flags and properties (defaults
+        # where the file has none), so that writing the graph back and reading it again
+        # gives the same graph.
+        kept: dict[str, Any] = {
+            k: node[k] for k in _KEPT_UI_KEYS if k in node and k != "properties"
+        }
+        x, y = _xy(kept.get("pos"))
+        if scope.chain:
+            kept["pos"] = [x + scope.offset[0], y + scope.offset[1]]
+        kept.setdefault("pos", [x, y])
+        kept.setdefault("size", list(DEFAULT_SIZE))
+        kept.setdefault("flags", {})
+        kept["properties"] = {"Node name for S&R": class_type, **properties}
         if node.get("mode", 0) != 0:
             kept["mode"] = node["mode"]
         extra = {k: v for k, v in node.items() if k not in _UI_NODE_KEYS}
         if extra:
-            kept["extra"] = extra
+            kept["ui_extra"] = extra
         outputs = [
             {"name": o.get("name", ""), "type": o.get("type", "*")}
             for o in node.get("outputs") or []
@@ -565,21 +584,7 @@ class _UiReader:
         if signature is None:
             self.unsigned.add(str(node["type"]))
             return {f"{POSITIONAL}{i}": v for i, v in enumerate(values)}, {}
-        params: dict[str, Any] = {}
-        controls: dict[str, Any] = {}
-        position = 0
-        for spec in signature.widgets():
-            if position >= len(values):
-                break
-            params[spec.name] = values[position]
-            position += 1
-            if (
-                spec.has_control_widget
-                and position < len(values)
-                and values[position] in CONTROL_VALUES
-            ):
-                controls[spec.name] = values[position]
-                position += 1
+        params, controls, position = name_widget_values(signature, values)
         if position < len(values):
             self.warnings.append(
                 f"node {flat_id} ({node['type']}): {len(values) - position} widget "
@@ -613,11 +618,10 @@ class _UiReader:
         if source_type == "Reroute":
             return self._through_input(scope, source, 0, want_type, seen)
         if mode == BYPASSED:
-            for slot in _bypass_candidates(source, link.origin_slot):
-                entry = source["inputs"][slot]
-                if entry.get("type") == want_type:
-                    return self._through_input(scope, source, slot, want_type, seen)
-            return None
+            slot = _bypass_slot(source, link.origin_slot, want_type)
+            if slot is None:
+                return None
+            return self._through_input(scope, source, slot, want_type, seen)
         if source_type in self.definitions:
             inner = self._enter(scope, source)
             if inner is None:
@@ -658,34 +662,63 @@ class _UiReader:
         entry = inputs[index] if index < len(inputs) else {}
         if entry.get("link") is not None:
             return self._through_input(scope.parent, instance, index, want_type, seen)
-        widget_value = self._instance_widget_value(scope, entry, name)
-        if widget_value is not None:
-            return widget_value
+        widget = entry.get("widget") if isinstance(entry, Mapping) else None
+        widget_name = widget.get("name", name) if isinstance(widget, Mapping) else name
+        if widget_name in scope.input_values:
+            return _Resolved(value=scope.input_values[widget_name], is_value=True)
         return None
 
-    def _instance_widget_value(
-        self, scope: _Scope, entry: Mapping[str, Any], name: Any
-    ) -> _Resolved | None:
-        """A subgraph input shown as a widget on the instance: its value, if any."""
-        instance = scope.instance or {}
-        values = instance.get("widgets_values")
-        widget = entry.get("widget") if isinstance(entry, Mapping) else None
-        if not isinstance(widget, Mapping) or values is None:
-            return None
-        widget_name = widget.get("name", name)
-        if isinstance(values, Mapping):
-            return (
-                _Resolved(value=values[widget_name], is_value=True)
-                if widget_name in values
-                else None
-            )
-        widget_inputs = [
-            e for e in instance.get("inputs") or [] if isinstance(e.get("widget"), Mapping)
-        ]
-        for position, candidate in enumerate(widget_inputs):
-            if candidate is entry and position < len(values):
-                return _Resolved(value=values[position], is_value=True)
-        return None
+
+def _xy(pos: Any) -> tuple[float, float]:
+    if isinstance(pos, Mapping):
+        pos = [pos.get("0", pos.get(0, 0)), pos.get("1", pos.get(1, 0))]
+    if isinstance(pos, list | tuple) and len(pos) >= 2:
+        try:
+            return float(pos[0]), float(pos[1])
+        except (TypeError, ValueError):
+            pass
+    return 0.0, 0.0
+
+
+def _instance_values(
+    instance: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A subgraph instance's widget values: for its subgraph inputs (by name) and for
+    promoted inner widgets (``properties.proxyWidgets``: ``[inner id, widget]`` pairs,
+    ``-1`` naming a subgraph input)."""
+    values = instance.get("widgets_values")
+    proxies = (instance.get("properties") or {}).get("proxyWidgets") or []
+    if isinstance(proxies, str):
+        try:
+            proxies = json.loads(proxies)
+        except json.JSONDecodeError:
+            proxies = []
+    proxies = [
+        (str(p[0]), str(p[1])) for p in proxies if isinstance(p, list | tuple) and len(p) == 2
+    ]
+    widget_inputs = [
+        str(e["widget"].get("name", e.get("name")))
+        for e in instance.get("inputs") or []
+        if isinstance(e, Mapping) and isinstance(e.get("widget"), Mapping)
+    ]
+    by_input: dict[str, Any] = {}
+    promoted: dict[str, dict[str, Any]] = {}
+    if isinstance(values, Mapping):
+        by_input = {k: v for k, v in values.items() if k in widget_inputs}
+        return by_input, promoted
+    if not isinstance(values, list):
+        return by_input, promoted
+    if proxies and len(values) == len(proxies):
+        pairs = list(zip(proxies, values, strict=True))
+    else:
+        pairs = [(("-1", name), v) for name, v in zip(widget_inputs, values, strict=False)]
+        pairs += list(zip(proxies, values[len(widget_inputs) :], strict=False))
+    for (inner_id, widget_name), value in pairs:
+        if inner_id == "-1":
+            by_input[widget_name] = value
+        else:
+            promoted.setdefault(inner_id, {})[widget_name] = value
+    return by_input, promoted
 
 
 def _parse_link(raw: Any) -> _Link | None:
@@ -707,11 +740,20 @@ def _parse_link(raw: Any) -> _Link | None:
     return None
 
 
-def _bypass_candidates(node: Mapping[str, Any], origin_slot: int) -> list[int]:
-    """The frontend's order: the input at the output's own index first, then all."""
+def _bypass_slot(node: Mapping[str, Any], origin_slot: int, want_type: Any) -> int | None:
+    """The input a bypassed node passes through to an output (the frontend's rule):
+    for a wildcard consumer the input at the output's index (else the first); otherwise
+    the first input of exactly the consumer's type, the output's own index first."""
     count = len(node.get("inputs") or [])
+    if count == 0:
+        return None
+    if want_type in ("*", "", None):
+        return origin_slot if origin_slot < count else 0
     order = [origin_slot] if origin_slot < count else []
-    return order + [i for i in range(count) if i != origin_slot]
+    for slot in order + [i for i in range(count) if i != origin_slot]:
+        if node["inputs"][slot].get("type") == want_type:
+            return slot
+    return None
 
 
 # -- writing --------------------------------------------------------------------------
@@ -756,22 +798,45 @@ def _named_params(spec: NodeSpec, signature: Signature | None) -> dict[str, Any]
             f"({', '.join(positional)}); exporting to the API format needs its signature: "
             "load its pack, or pass a signature file from a ComfyUI /object_info"
         )
-    widgets = signature.widgets()
     named = {k: v for k, v in spec.params.items() if not k.startswith(POSITIONAL)}
     values = [positional[k] for k in sorted(positional, key=lambda k: int(k[1:]))]
+    widget_params, _, _ = name_widget_values(signature, values)
+    return {**widget_params, **named}
+
+
+def name_widget_values(
+    signature: Signature, values: list[Any]
+) -> tuple[dict[str, Any], dict[str, list[Any]], int]:
+    """Name ``widgets_values`` by the class's widget order.
+
+    Returns the named values, the values of the frontend's extra control widgets (the
+    ``control_after_generate`` mode after seeds and inputs that ask for it, and a combo's
+    filter text), and how many values were used.
+    """
+    params: dict[str, Any] = {}
+    controls: dict[str, list[Any]] = {}
     position = 0
-    for widget in widgets:
+    for spec in signature.widgets():
         if position >= len(values):
             break
-        named.setdefault(widget.name, values[position])
+        params[spec.name] = values[position]
         position += 1
         if (
-            widget.has_control_widget
+            spec.has_control_widget
             and position < len(values)
             and values[position] in CONTROL_VALUES
         ):
+            extra = [values[position]]
             position += 1
-    return named
+            if (
+                spec.type == "COMBO"
+                and position < len(values)
+                and isinstance(values[position], str)
+            ):
+                extra.append(values[position])
+                position += 1
+            controls[spec.name] = extra
+    return params, controls, position
 
 
 def to_api(
@@ -891,7 +956,8 @@ def to_ui(
             "id": ui_ids[spec.id],
             "type": spec.type,
             "pos": positions[spec.id],
-            "size": extra.get("size") or [320, 80 + 26 * (len(inputs_ui) + len(params))],
+            "size": extra.get("size")
+            or [DEFAULT_SIZE[0], 60 + 26 * (len(inputs_ui) + len(params))],
             "flags": extra.get("flags") or {},
             "order": order[spec.id],
             "mode": extra.get("mode", 0),
@@ -908,7 +974,7 @@ def to_ui(
         for key in ("color", "bgcolor", "shape"):
             if key in extra:
                 node[key] = extra[key]
-        node.update(extra.get("extra") or {})
+        node.update(extra.get("ui_extra") or {})
         ui_nodes.append(node)
     for spec, node in zip(graph.nodes, ui_nodes, strict=True):
         node["outputs"] = _outputs_ui(
@@ -965,7 +1031,7 @@ def _widgets_values(
         else:
             values.append(widget.default)
         if widget.has_control_widget:
-            values.append(controls.get(widget.name, "fixed"))
+            values.extend(controls.get(widget.name) or ["fixed"])
     return values
 
 
@@ -1004,12 +1070,19 @@ def _levels(graph: Graph) -> list[list[str]]:
     return levels(predecessors, topological_order(predecessors))
 
 
-def _layout(graph: Graph, kept: Mapping[str, Any]) -> dict[str, list[float]]:
-    stored = {n: kept.get(n, {}).get("pos") for n in (spec.id for spec in graph.nodes)}
-    if stored and all(isinstance(p, list | tuple | dict) for p in stored.values()):
-        return {n: p for n, p in stored.items()}  # type: ignore[misc]
-    positions: dict[str, list[float]] = {}
+def _layout(graph: Graph, kept: Mapping[str, Any]) -> dict[str, Any]:
+    """Stored positions where nodes have them; the others left to right by level, below
+    the stored ones."""
+    positions: dict[str, Any] = {}
+    for spec in graph.nodes:
+        stored = kept.get(spec.id, {}).get("pos")
+        if stored is not None:
+            positions[spec.id] = stored
+    top = max((_xy(p)[1] for p in positions.values()), default=-220.0) + 220 if positions else 0
     for column, level in enumerate(_levels(graph)):
-        for row, node_id in enumerate(level):
-            positions[node_id] = [100 + 380 * column, 100 + 220 * row]
+        row = 0
+        for node_id in level:
+            if node_id not in positions:
+                positions[node_id] = [100 + 380 * column, 100 + top + 220 * row]
+                row += 1
     return positions

@@ -79,9 +79,7 @@ def parse_graph_text(text: str, source: str, signatures: Any = None) -> Graph:
     return _comfy_or_graph(data, source, text, signatures)
 
 
-def _comfy_or_graph(
-    data: dict[str, Any], source: str, text: str | None, signatures: Any
-) -> Graph:
+def _comfy_or_graph(data: dict[str, Any], source: str, text: str | None, signatures: Any) -> Graph:
     from integration.comfy.workflow import graph_name_for, import_workflow, workflow_format
 
     if "schema" not in data and workflow_format(data) is not None:

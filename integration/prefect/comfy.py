@@ -33,12 +33,11 @@ from integration.cache.factory import hierarchy_for
 from integration.comfy.execution import ComfyExecution, NodeCall, NodeListener, execute_call
 from integration.comfy.nodes import NodeOutcome
 from integration.comfy.signatures import Signatures
-from integration.comfy.validate import validate_prompt
-from integration.comfy.workflow import import_workflow, to_api
+from integration.comfy.validate import check_workflow
+from integration.comfy.workflow import import_workflow
 from integration.config import NodegraphConfig, load_config
 from integration.errors import NodegraphError
 from integration.graph.model import Graph
-from integration.graph.nodetype import NodeType
 from integration.graph.policy import RetryPolicy
 from integration.graph.registry import NodeRegistry
 from integration.prefect.heartbeat import flow_run_heartbeats, prefect_heartbeats_off
@@ -172,17 +171,7 @@ def run_workflow(
     config = config or load_config()
     registry = registry or registry_from_config(config)
     graph = load_comfy_graph(source, registry, signatures)
-    known = Signatures.from_registry(registry)
-    if signatures is not None:
-        known.update(signatures)
-    prompt = to_api(graph, known, inputs, registry)
-    types: dict[str, NodeType] = {}
-    for entry in prompt.values():
-        found = registry.find(entry["class_type"])
-        if found is not None:
-            types[entry["class_type"]] = found
-    types.update(registry.comfy_types())
-    valid = validate_prompt(prompt, types, outputs, graph.name)
+    valid, types = check_workflow(graph, registry, signatures, outputs, inputs)
 
     strategy = strategy or config.execution.strategy
     processes = config.execution.processes if processes is None else processes

@@ -2,6 +2,7 @@
 expansion, and the recording output node."""
 
 import os
+import random
 import time
 
 from comfy_execution.graph_utils import GraphBuilder
@@ -262,7 +263,7 @@ class TestRecord:
     def INPUT_TYPES(cls):
         return {
             "required": {"value": ("*",)},
-            "optional": {"label": ("STRING", {"default": ""})},
+            "optional": {"label": ("STRING", {"default": ""}), "extra": ("*",)},
         }
 
     RETURN_TYPES = ()
@@ -270,7 +271,7 @@ class TestRecord:
     OUTPUT_NODE = True
     CATEGORY = "Testing/Nodes"
 
-    def record(self, value, label=""):
+    def record(self, value, label="", extra=None):
         path = os.environ.get("COMFY_TESTING_RECORD")
         if path:
             with open(path, "a", encoding="utf-8") as log:
@@ -295,6 +296,27 @@ class TestSleep:
     def sleep(self, value, seconds):
         time.sleep(seconds)
         return (value,)
+
+
+class TestSeededNoise:
+    """A deterministic "noise" brightness: the frontend adds a control_after_generate
+    widget after ``seed``, as it does for KSampler."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "noise"
+    CATEGORY = "Testing/Nodes"
+
+    def noise(self, seed, strength):
+        return (random.Random(seed).random() * strength,)
 
 
 class TestFail:
@@ -326,6 +348,7 @@ TEST_NODE_CLASS_MAPPINGS = {
     "TestOutputNodeWithSocketOutput": TestOutputNodeWithSocketOutput,
     "TestRecord": TestRecord,
     "TestSleep": TestSleep,
+    "TestSeededNoise": TestSeededNoise,
     "TestFail": TestFail,
 }
 TEST_NODE_DISPLAY_NAME_MAPPINGS = {name: name for name in TEST_NODE_CLASS_MAPPINGS}

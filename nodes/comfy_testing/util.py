@@ -51,7 +51,9 @@ class TestForLoopClose:
         while_open = flow_control[0]
         sub = graph.node("TestIntMathOperation", operation="subtract", a=[while_open, 1], b=1)
         cond = graph.node("TestToBoolNode", value=sub.out(0))
-        input_values = {f"initial_value{i}": kwargs.get(f"initial_value{i}", None) for i in range(1, 5)}
+        input_values = {
+            f"initial_value{i}": kwargs.get(f"initial_value{i}", None) for i in range(1, 5)
+        }
         while_close = graph.node(
             "TestWhileLoopClose",
             flow_control=flow_control,
