@@ -251,3 +251,16 @@ def test_random_workflows_round_trip(signatures):
         assert second.to_document() == first.to_document()
         prompt = to_api(first, signatures)
         assert to_api(import_workflow(prompt, signatures).graph, signatures) == prompt
+
+
+def test_links_into_undeclared_inputs_are_kept_with_a_warning(signatures):
+    prompt = {
+        "1": {"class_type": "StubConstantImage", "inputs": {"value": 0.5}},
+        "2": {
+            "class_type": "TestVariadicAverage",
+            "inputs": {"input1": ["1", 0], "input2": ["1", 0]},
+        },
+    }
+    imported = import_workflow(prompt, signatures)
+    assert any("'input2' is not declared" in w for w in imported.warnings)
+    assert to_api(imported.graph, signatures) == prompt

@@ -43,6 +43,7 @@ from integration.comfy.nodes import output_port, output_slot
 from integration.comfy.runtime import is_link
 from integration.comfy.signatures import Signature, Signatures
 from integration.errors import NodegraphError
+from integration.graph.gcpause import gc_paused
 from integration.graph.model import NODE_ID_PATTERN, PORT_PATTERN, Edge, Graph, NodeSpec
 from integration.graph.order import levels, topological_order
 
@@ -180,10 +181,11 @@ def import_workflow(
     if "prompt" in data and kind == "api" and "class_type" not in next(iter(data.values()), {}):
         data = dict(data["prompt"])
     graph_name = name or graph_name_for(source)
-    if kind == "api":
-        graph, warnings = _api_to_graph(data, where, signatures, graph_name)
-    else:
-        graph, warnings = _UiReader(data, where, signatures).graph(graph_name)
+    with gc_paused():  # many small objects and no cycles: collections only cost time
+        if kind == "api":
+            graph, warnings = _api_to_graph(data, where, signatures, graph_name)
+        else:
+            graph, warnings = _UiReader(data, where, signatures).graph(graph_name)
     return Imported(graph, kind, warnings)
 
 
@@ -206,6 +208,7 @@ def _api_to_graph(
     prompt: Mapping[str, Any], where: str, signatures: Signatures, name: str
 ) -> tuple[Graph, list[str]]:
     problems: list[str] = []
+    warnings: list[str] = []
     nodes: list[NodeSpec] = []
     edges: list[Edge] = []
     kept: dict[str, Any] = {}
@@ -230,6 +233,9 @@ def _api_to_graph(
                         f"node {node_id} ({class_type}) input {input_name!r}: {problem}"
                     )
                     continue
+                signature = signatures.get(class_type)
+                if signature is not None and signature.input(input_name) is None:
+                    warnings.append(_undeclared(node_id, class_type, input_name))
                 if not _PORT.match(input_name):
                     problems.append(
                         f"node {node_id} ({class_type}) input {input_name!r}: a linked "
@@ -260,7 +266,14 @@ def _api_to_graph(
     if kept:
         metadata["nodes"] = kept
     graph = Graph(name=name, nodes=nodes, edges=edges, metadata={"comfy": metadata})
-    return graph, _unsigned_warning(nodes, signatures)
+    return graph, warnings + _unsigned_warning(nodes, signatures)
+
+
+def _undeclared(node_id: str, class_type: str, input_name: str) -> str:
+    return (
+        f"node {node_id} ({class_type}): input {input_name!r} is not declared by the "
+        "class; it is passed as a keyword argument, as ComfyUI does"
+    )
 
 
 def _link_problem(
@@ -518,6 +531,8 @@ class _UiReader:
                 )
                 continue
             assert resolved.node is not None
+            if signature is not None and signature.input(input_name) is None:
+                self.warnings.append(_undeclared(flat_id, class_type, input_name))
             input_types[input_name] = entry.get("type", "*")
             self.edges.append(
                 Edge.model_validate(
@@ -853,6 +868,7 @@ def to_api(
     signatures = signatures or Signatures()
     kept = _kept_nodes(graph)
     incoming = _incoming(graph, input_values)
+    types = {spec.id: spec.type for spec in graph.nodes}
     prompt: dict[str, Any] = {}
     for spec in graph.nodes:
         inputs = _named_params(spec, signatures.get(spec.type))
@@ -861,7 +877,7 @@ def to_api(
                 inputs[name] = source[1]
             else:
                 edge = source[1]
-                edge_type = graph.node(edge.source).type
+                edge_type = types[edge.source]
                 inputs[name] = [edge.source, _slot_of(edge, edge_type, registry)]
         entry: dict[str, Any] = {"inputs": inputs, "class_type": spec.type}
         extra = kept.get(spec.id, {})
@@ -908,6 +924,7 @@ def to_ui(
     signatures = signatures or Signatures()
     kept = _kept_nodes(graph)
     incoming = _incoming(graph, input_values)
+    types = {spec.id: spec.type for spec in graph.nodes}
     numeric = {spec.id: int(spec.id) for spec in graph.nodes if spec.id.isdigit()}
     next_id = max(numeric.values(), default=0)
     ui_ids: dict[str, int] = {}
@@ -938,9 +955,7 @@ def to_ui(
         widget_names = {w.name for w in signature.widgets()} if signature else set()
         for name in _input_order(signature, linked, known_types):
             edge = linked[name]
-            slot = _slot_of(
-                edge, graph.node(edge.source).type, None if registry is None else registry
-            )
+            slot = _slot_of(edge, types[edge.source], None if registry is None else registry)
             link_id = len(links) + 1
             input_type = _input_type(signature, name, known_types)
             links.append(
@@ -976,9 +991,16 @@ def to_ui(
                 node[key] = extra[key]
         node.update(extra.get("ui_extra") or {})
         ui_nodes.append(node)
+    used_slots: dict[str, list[int]] = {}
+    for node_id, slot in out_links:
+        used_slots.setdefault(node_id, []).append(slot)
     for spec, node in zip(graph.nodes, ui_nodes, strict=True):
         node["outputs"] = _outputs_ui(
-            spec, signatures.get(spec.type), kept.get(spec.id, {}), out_links
+            spec,
+            signatures.get(spec.type),
+            kept.get(spec.id, {}),
+            out_links,
+            used_slots.get(spec.id, []),
         )
     comfy = graph.metadata.get("comfy") if isinstance(graph.metadata.get("comfy"), Mapping) else {}
     workflow = dict(comfy.get("workflow") or {})
@@ -1040,6 +1062,7 @@ def _outputs_ui(
     signature: Signature | None,
     extra: Mapping[str, Any],
     out_links: Mapping[tuple[str, int], list[int]],
+    used: list[int],
 ) -> list[dict[str, Any]]:
     known = list(extra.get("outputs") or [])
     if signature is not None:
@@ -1049,7 +1072,6 @@ def _outputs_ui(
         ]
     else:
         described = known
-    used = [slot for (node_id, slot) in out_links if node_id == spec.id]
     while len(described) <= max(used, default=-1):
         described.append({"name": f"out{len(described)}", "type": "*"})
     return [
