@@ -15,14 +15,9 @@ from integration.comfy.runtime import GraphBuilder
 from integration.config import ExecutionConfig, NodegraphConfig
 from integration.graph import GraphValidationError
 from integration.result import NodeState, RunState
+from tests.test_run import STRATEGIES
 
 pytestmark = pytest.mark.integration
-
-STRATEGIES = [
-    pytest.param({"strategy": "sequential"}, id="sequential"),
-    pytest.param({"strategy": "parallel"}, id="threads"),
-    pytest.param({"strategy": "parallel", "processes": True, "max_workers": 2}, id="processes"),
-]
 
 
 @pytest.fixture(autouse=True)
@@ -387,3 +382,19 @@ def test_distributed_on_real_dask_processes(registry, dask_cluster):
     assert result.ok, result.errors
     assert values(result, output) == [0.0, 0.5, 1.0]
     assert result.strategy == "distributed"
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES[1:])
+def test_for_loop_on_threads_and_processes(registry, strategy):
+    g = builder()
+    for_open = g.node("TestForLoopOpen", remaining=3, initial_value1=image(g, "WHITE").out(0))
+    average = g.node(
+        "TestVariadicAverage", input1=image(g, "BLACK").out(0), input2=for_open.out(2)
+    )
+    for_close = g.node(
+        "TestForLoopClose", flow_control=for_open.out(0), initial_value1=average.out(0)
+    )
+    output = g.node("TestRecord", value=for_close.out(0))
+    result = run(g, registry, cache=False, **strategy)
+    assert result.ok, result.errors
+    assert values(result, output) == [1.0 / 2**3]

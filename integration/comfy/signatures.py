@@ -167,16 +167,14 @@ class Signature:
             declared = node_class.INPUT_TYPES()
         except Exception as exc:
             raise SignatureError(f"{where}: INPUT_TYPES() failed: {exc!r}") from exc
-        return_types = tuple(_type_name(t) for t in getattr(node_class, "RETURN_TYPES", ()))
-        names = getattr(node_class, "RETURN_NAMES", None) or return_types
-        is_list = tuple(getattr(node_class, "OUTPUT_IS_LIST", None) or ())
         return cls(
             class_type=class_type,
             inputs=tuple(_inputs(where, declared)),
-            return_types=return_types,
-            return_names=tuple(str(n) for n in names),
-            output_is_list=tuple(bool(x) for x in is_list)
-            + (False,) * (len(return_types) - len(is_list)),
+            **_outputs(
+                getattr(node_class, "RETURN_TYPES", ()),
+                getattr(node_class, "RETURN_NAMES", None),
+                getattr(node_class, "OUTPUT_IS_LIST", None),
+            ),
             output_node=bool(getattr(node_class, "OUTPUT_NODE", False)),
             input_is_list=bool(getattr(node_class, "INPUT_IS_LIST", False)),
             category=str(getattr(node_class, "CATEGORY", "")),
@@ -192,21 +190,26 @@ class Signature:
             # object_info's dicts lose no order in JSON, but input_order is authoritative
             section = declared.get(category) or {}
             declared[category] = {n: section[n] for n in names if n in section} | section
-        return_types = tuple(_type_name(t) for t in info.get("output") or ())
-        names = info.get("output_name") or return_types
-        is_list = tuple(info.get("output_is_list") or ())
         return cls(
             class_type=class_type,
             inputs=tuple(_inputs(where, declared)),
-            return_types=return_types,
-            return_names=tuple(str(n) for n in names),
-            output_is_list=tuple(bool(x) for x in is_list)
-            + (False,) * (len(return_types) - len(is_list)),
+            **_outputs(info.get("output"), info.get("output_name"), info.get("output_is_list")),
             output_node=bool(info.get("output_node", False)),
             input_is_list=bool(info.get("input_is_list", False)),
             display_name=str(info.get("display_name") or ""),
             category=str(info.get("category") or ""),
         )
+
+
+def _outputs(types: Any, names: Any, is_list: Any) -> dict[str, tuple[Any, ...]]:
+    """Return types, names (the types where none are given) and list flags (padded)."""
+    return_types = tuple(_type_name(t) for t in types or ())
+    flags = tuple(bool(x) for x in is_list or ())
+    return {
+        "return_types": return_types,
+        "return_names": tuple(str(n) for n in (names or return_types)),
+        "output_is_list": flags + (False,) * (len(return_types) - len(flags)),
+    }
 
 
 def _type_name(declared: Any) -> str:

@@ -396,9 +396,10 @@ def check_workflow(
     if signatures is not None:
         known.update(signatures)
     prompt = to_api(graph, known, input_values, registry)
-    types: dict[str, NodeType] = {}
+    # Every ComfyUI class, not only the prompt's: expansion may add any of them.
+    types: dict[str, NodeType] = dict(registry.comfy_types())
     for entry in prompt.values():
         found = registry.find(entry["class_type"])
         if found is not None:
-            types[entry["class_type"]] = found
+            types.setdefault(entry["class_type"], found)
     return validate_prompt(prompt, types, outputs, graph.name), types
