@@ -388,9 +388,7 @@ def test_distributed_on_real_dask_processes(registry, dask_cluster):
 def test_for_loop_on_threads_and_processes(registry, strategy):
     g = builder()
     for_open = g.node("TestForLoopOpen", remaining=3, initial_value1=image(g, "WHITE").out(0))
-    average = g.node(
-        "TestVariadicAverage", input1=image(g, "BLACK").out(0), input2=for_open.out(2)
-    )
+    average = g.node("TestVariadicAverage", input1=image(g, "BLACK").out(0), input2=for_open.out(2))
     for_close = g.node(
         "TestForLoopClose", flow_control=for_open.out(0), initial_value1=average.out(0)
     )

@@ -73,13 +73,20 @@ def test_cancelling_part_way_stops_new_nodes_and_keeps_finished_ones(
     result = handle.result()
     assert result.state == integration.RunState.CANCELLED
     starts = _events(log, "start")
-    # The node running when the cancel arrived may finish (threads) or is killed
-    # (processes); none starts after it.
-    assert len([t for _, t in starts if t > cancelled_at]) <= 1
+    # The run notices the cancel at its next check, or later while a loaded server is
+    # slow to answer; from then on no node starts. The node running when it noticed
+    # may finish (threads) or is killed (processes).
+    noticed = result.extra["cancel_noticed_at"]
+    assert cancelled_at - 1 < noticed < cancelled_at + 15
+    assert not [t for _, t in starts if t > noticed + 0.05]
+    ends = _events(log, "end")
     if processes:
-        assert len(starts) == len(_events(log, "end")) + 1, "the running node was killed"
+        # The running node, if one was running, was killed: none finished afterwards.
+        # (Under load the cancel may land between two nodes, with none running.)
+        assert not [t for _, t in ends if t > noticed + 0.5], "the running node was killed"
+        assert len(starts) - len(ends) in (0, 1)
     assert len(starts) < 8
-    finished = {node for node, _ in _events(log, "end")}
+    finished = {node for node, _ in ends}
     pending = [n for n, r in result.nodes.items() if r.state == integration.NodeState.PENDING]
     assert pending and all("cancelled" in result.nodes[n].reason for n in pending)
     assert final.done == 8 - len(pending)

@@ -27,6 +27,7 @@ import heapq
 import logging
 import pickle
 import queue
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from enum import Enum
@@ -197,6 +198,7 @@ class GraphExecution:
         # NodeOutput (sequential, or loaded from the cache) or PrefectFuture (parallel)
         self.produced: dict[str, Any] = {}
         self.halted_at: str | None = None
+        self.cancel_noticed_at: float | None = None
         # Set (from another thread) when the flow run is cancelled: nothing new starts.
         self.cancelled: str | None = None
         self._wake: Callable[[], None] | None = None
@@ -282,6 +284,7 @@ class GraphExecution:
         if self.cancelled is not None:
             return
         self.cancelled = reason
+        self.cancel_noticed_at = time.time()
         if self.run_id is not None:
             stop_starting_nodes(self.run_id)
         for produced in list(self.produced.values()):
@@ -813,6 +816,10 @@ class GraphExecution:
             extra["replicated_to"] = dict(self.replicated)
         if self.memory is not None and self.memory.spilled:
             extra["spilled"] = list(self.memory.spilled)
+        if self.cancel_noticed_at is not None:
+            # When the run saw the cancel: later than the request by one check, or more
+            # while the server is slow to answer.
+            extra["cancel_noticed_at"] = self.cancel_noticed_at
         return extra
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import StateType
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
 from integration.result import NodeReport, NodeState
 
@@ -96,6 +97,13 @@ def run_monitor(
     stop = threading.Event()
 
     def watch() -> None:
+        # A check that meets a busy server (SQLite answers 503) fails at once and the
+        # next tick tries again: the client's own retries back off for 2, 4, 8 s, and a
+        # cancel would go unnoticed that long while nodes keep starting.
+        with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}):
+            checks()
+
+    def checks() -> None:
         published = -1
         watched = [run_id]
         while not stop.wait(interval_s):
@@ -112,8 +120,9 @@ def run_monitor(
                         on_cancel(f"the {which} was cancelled ({state.name})")
                         return
                 if progress.version != published:
-                    published = progress.version
+                    version = progress.version
                     client.update_flow_run_labels(run_id, progress.labels())
+                    published = version
             except Exception as exc:  # the run goes on without its monitor
                 logger.debug("run monitor: %s", exc)
 
