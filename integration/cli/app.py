@@ -26,6 +26,7 @@ from rich.console import Console
 from integration.cli import remote, render
 from integration.cli.cache import cache_app
 from integration.cli.comfy import comfy_app
+from integration.cli.graph import graph_command
 from integration.cli.options import (
     ConfigOption,
     FileArgument,
@@ -53,6 +54,7 @@ app = typer.Typer(
 )
 app.add_typer(cache_app, name="cache")
 app.add_typer(comfy_app, name="comfy")
+app.command("graph")(graph_command)
 out = Console()
 err = Console(stderr=True)
 

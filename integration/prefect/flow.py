@@ -400,6 +400,11 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
             result.halted_at,
             time.time(),
         )
+        # What each node did, for pictures of the run (``nodegraph graph --run``).
+        record.extra["nodes"] = {
+            node_id: {"state": str(report.state), "duration_s": report.duration_s}
+            for node_id, report in result.nodes.items()
+        }
         save_record(folder, record)
     if session is not None:
         session.results.append(result)
