@@ -247,6 +247,30 @@ class MonitoringConfig(_Section):
         description="Publish a summary table and a mermaid diagram of each run as "
         "Prefect artifacts on its flow run.",
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus metrics on this port (/metrics) while runs go on, "
+        "and for the life of `nodegraph serve`; 0 picks a free port.",
+    )
+    metrics_address: str = Field(
+        default="127.0.0.1",
+        description="The address /metrics listens on; 0.0.0.0 for a Prometheus on "
+        "another machine or container.",
+    )
+    trace_sampling_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="The share of runs traced with OpenTelemetry (0: none, 1: all); "
+        "export follows the OTEL_* environment variables.",
+    )
+    profile: bool = Field(
+        default=False,
+        description="Measure every node's CPU time, peak memory and output size "
+        "(RunResult.profile, `nodegraph run --profile`).",
+    )
 
 
 class NodegraphConfig(BaseSettings):

@@ -109,6 +109,8 @@ class RunResult:
     resume_id: str | None = None
     """The run id that ``nodegraph resume`` takes to continue this run (checkpoints of
     ``cacheable=False`` nodes are scoped to it); set when results were persisted."""
+    profile: Any = None
+    """The run's ``ProfileReport`` when profiling was on (``monitoring.profile``)."""
 
     @property
     def ok(self) -> bool:
@@ -153,6 +155,7 @@ class RunResult:
             "strategy": self.strategy,
             "halted_at": self.halted_at,
             "resume": self.resume_hint,
+            **({"profile": self.profile.to_dict()} if self.profile is not None else {}),
         }
 
 

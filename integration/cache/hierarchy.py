@@ -27,6 +27,7 @@ import cloudpickle
 
 from integration.cache.envelope import CorruptEntry, ForgedEntry, seal, unseal, written_at
 from integration.cache.tiers import Tier, TierStats
+from integration.observability import metrics
 
 logger = logging.getLogger("nodegraph.cache")
 
@@ -85,6 +86,7 @@ class CacheHierarchy:
                 self._call(nearer, "set", key, entry)
             with self._lock:
                 self.hits[tier.name] += 1
+            metrics.CACHE_READ_BYTES.labels(tier=tier.name).inc(len(payload))
             return payload, tier.name
         with self._lock:
             self.misses += 1
@@ -158,6 +160,7 @@ class CacheHierarchy:
         try:
             return getattr(tier, operation)(*args)
         except Exception as exc:  # a failing tier must never fail the run
+            metrics.CACHE_TIER_ERRORS.labels(tier=tier.name).inc()
             with self._lock:
                 self.errors[tier.name] += 1
                 first = tier.name not in self._warned

@@ -122,6 +122,10 @@ def run(
     refresh: Annotated[
         bool, typer.Option("--refresh", help="Recompute every node and overwrite the cache.")
     ] = False,
+    profile: Annotated[
+        bool,
+        typer.Option("--profile", help="Measure every node and print the profile."),
+    ] = False,
     as_json: JsonOption = False,
     config_file: ConfigOption = None,
     nodes: NodesOption = None,
@@ -129,6 +133,8 @@ def run(
     """Run a graph as a Prefect flow and print its outputs and a per-node summary."""
     try:
         config = _config(config_file, nodes)
+        if profile:
+            config.monitoring.profile = True
         if address:
             config.execution.dask_address = address
             strategy = strategy or "distributed"
@@ -141,7 +147,7 @@ def run(
         config,
         graph.name,
         as_json,
-        lambda runner, listener: runner.run(
+        lambda runner, progress: runner.run(
             graph,
             inputs=inputs,
             outputs=output,
@@ -150,9 +156,11 @@ def run(
             max_workers=max_workers,
             registry=registry,
             config=config,
-            on_node_finished=listener,
+            on_node_finished=progress.update,
             cache=False if no_cache else None,
             refresh=refresh,
+            on_node_started=progress.started,
+            on_node_progress=progress.hook,
         ),
     )
 
@@ -189,7 +197,7 @@ def _execute(
     show_progress = config.monitoring.progress and err.is_terminal
     try:
         with render.NodeProgress(err, enabled=show_progress) as progress:
-            result = start(runner, progress.update)
+            result = start(runner, progress)
     except GraphValidationError as exc:
         raise _fail(
             str(exc),
@@ -212,6 +220,8 @@ def _execute(
         print(json.dumps(result.to_dict()))
     else:
         render.run_summary(out, result)
+        if result.profile is not None:
+            render.profile_table(out, result.profile)
     code = EXIT_CODES.get(RunState(result.state), 1)
     if code:
         raise typer.Exit(code)
@@ -235,14 +245,43 @@ def resume(
         config,
         run_id,
         as_json,
-        lambda runner, listener: runner.resume(
+        lambda runner, progress: runner.resume(
             run_id,
             strategy=strategy,
             registry=registry,
             config=config,
-            on_node_finished=listener,
+            on_node_finished=progress.update,
         ),
     )
+
+
+@app.command("profile")
+def show_profile(
+    run_id: Annotated[str, typer.Argument(help="A run recorded with profiling on.")],
+    as_json: JsonOption = False,
+    config_file: ConfigOption = None,
+) -> None:
+    """Show the profile of a past run: per-node costs, critical path, top nodes."""
+    from integration.cache.factory import cache_folder
+    from integration.observability.profile import ProfileReport
+    from integration.runs import load_record, runs_folder
+
+    try:
+        config = _config(config_file, None)
+        record = load_record(runs_folder(cache_folder(config.caching)), run_id)
+    except NodegraphError as exc:
+        raise _fail(str(exc), as_json) from None
+    data = record.extra.get("profile")
+    if data is None:
+        raise _fail(
+            f"run {run_id} was not profiled; run it with --profile (or monitoring.profile: "
+            "true) to record one",
+            as_json,
+        )
+    if as_json:
+        print(json.dumps(data))
+    else:
+        render.profile_table(out, ProfileReport.from_dict(data))
 
 
 @app.command()

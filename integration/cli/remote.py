@@ -183,6 +183,11 @@ def serve(
     except (NodegraphError, ValueError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
+    if config.monitoring.metrics_port is not None:
+        from integration.observability.metrics import serve_metrics
+
+        port = serve_metrics(config.monitoring.metrics_port, config.monitoring.metrics_address)
+        err.print(f"metrics on http://{config.monitoring.metrics_address}:{port}/metrics")
     prefect_serve(deployment, print_starting_message=True)
 
 

@@ -36,7 +36,9 @@ _RUN_STYLE = {
 
 
 class NodeProgress:
-    """A live ``done/total`` bar on stderr, fed by the run's node listener."""
+    """A live bar on stderr: done/total, cached and failed counts, elapsed time, and the
+    nodes running now (with the progress long nodes report). Fed by the run's node
+    listener (``update``), its start hook (``started``) and nodes' ``progress`` calls."""
 
     def __init__(self, console: Console, enabled: bool = True) -> None:
         self._progress = (
@@ -44,8 +46,9 @@ class NodeProgress:
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[last]}"),
+                TextColumn("{task.fields[counts]}"),
                 TimeElapsedColumn(),
+                TextColumn("{task.fields[running]}"),
                 console=console,
                 transient=True,
             )
@@ -53,6 +56,10 @@ class NodeProgress:
             else None
         )
         self._task: Any = None
+        self._running: dict[str, str] = {}  # node id -> its latest progress, if any
+        self._cached = 0
+        self._failed = 0
+        self._total = 0
 
     def __enter__(self) -> NodeProgress:
         if self._progress is not None:
@@ -69,13 +76,101 @@ class NodeProgress:
             self._progress.stop()
 
     def update(self, report: NodeReport, finished: int, total: int) -> None:
+        self._running.pop(report.node_id, None)
+        self._cached += report.state == NodeState.CACHED
+        self._failed += report.state in (NodeState.FAILED, NodeState.UPSTREAM_FAILED)
+        self._total = total
+        self._refresh(finished)
+
+    def started(self, node_id: str) -> None:
+        self._running.setdefault(node_id, "")
+        self._refresh(None)
+
+    def hook(self, node_id: str, done: float, total: float | None, message: str) -> None:
+        """A ``ProgressHook``: what a node's ``context.progress`` call reports."""
+        if total:
+            fraction: float | None = done / total
+        else:
+            fraction = done if 0.0 <= done <= 1.0 else None
+        self.node_progress(node_id, fraction, message)
+
+    def node_progress(self, node_id: str, fraction: float | None, message: str) -> None:
+        shown = f"{fraction:.0%}" if fraction is not None else ""
+        self._running[node_id] = " ".join(part for part in (shown, message) if part)
+        self._refresh(None)
+
+    def _refresh(self, finished: int | None) -> None:
         if self._progress is None:
             return
         if self._task is None:
-            self._task = self._progress.add_task("nodes", total=total, last="")
-        self._progress.update(
-            self._task, completed=finished, last=f"{report.node_id}: {report.state}"
+            self._task = self._progress.add_task(
+                "nodes", total=self._total or None, counts="", running=""
+            )
+        names = [f"{n} ({p})" if p else n for n, p in list(self._running.items())[:3]]
+        more = len(self._running) - len(names)
+        running = (
+            ("running: " + ", ".join(names) + (f" +{more}" if more > 0 else "")) if names else ""
         )
+        fields: dict[str, Any] = {
+            "counts": f"cached {self._cached} · failed {self._failed}",
+            "running": running,
+        }
+        if finished is not None:
+            fields["completed"] = finished
+            fields["total"] = self._total
+        self._progress.update(self._task, **fields)
+
+
+def profile_table(console: Console, report: Any) -> None:
+    """A run's profile: one row per node, then the critical path and the top nodes."""
+    table = Table(title=f"profile of {report.graph!r}", title_justify="left")
+    for column, justify in (
+        ("node", "left"),
+        ("state", "left"),
+        ("wall", "right"),
+        ("cpu", "right"),
+        ("peak mem", "right"),
+        ("output", "right"),
+        ("cache", "left"),
+        ("read", "right"),
+        ("written", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for row in report.nodes:
+        table.add_row(
+            row.node_id,
+            row.state,
+            _seconds(row.wall_s),
+            _seconds(row.cpu_s),
+            _bytes(row.peak_memory_bytes),
+            _bytes(row.output_bytes),
+            row.cache or "",
+            _bytes(row.cache_read_bytes),
+            _bytes(row.cache_written_bytes),
+        )
+    console.print(table)
+    console.print(
+        f"critical path ({_seconds(report.critical_path_s)}): " + " → ".join(report.critical_path),
+        overflow="fold",
+    )
+    console.print("slowest: " + ", ".join(report.top_time or ["-"]))
+    console.print("most memory: " + ", ".join(report.top_memory or ["-"]))
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024  # type: ignore[assignment]
+    return ""
 
 
 def run_summary(console: Console, result: RunResult) -> None:

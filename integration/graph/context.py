@@ -47,8 +47,13 @@ class ExecutionContext:
     progress_hook: ProgressHook | None = None
     last_progress: tuple[float, float | None, str] | None = None
 
-    def progress(self, done: float, total: float | None = None, message: str = "") -> None:
-        """Record and log how far the node has got."""
+    def progress(self, done: float, total: float | str | None = None, message: str = "") -> None:
+        """Record and log how far the node has got: ``progress(0.4, "decoding")`` (a
+        fraction) or ``progress(40, 100, "decoding")`` (done of total). It shows in the
+        Prefect task run's log and, when the node runs in the CLI's process, in
+        ``nodegraph run``'s progress line."""
+        if isinstance(total, str):
+            total, message = None, total
         self.last_progress = (done, total, message)
         if total:
             self.logger.info("progress %s/%s (%.0f%%) %s", done, total, 100 * done / total, message)

@@ -46,6 +46,7 @@ from integration.errors import ErrorType, NodeError
 from integration.graph.order import descendants
 from integration.graph.policy import ErrorPolicy
 from integration.graph.validate import BoundNode
+from integration.observability.instruments import RunInstruments
 from integration.plan import Plan, PlanStep, prune_cached
 from integration.prefect.storage import TieredResultStorage, load_cached_value
 from integration.prefect.tasks import (
@@ -171,8 +172,15 @@ class GraphExecution:
         replicate: Callable[[PrefectFuture[Any]], list[str]] | None = None,
         memory: MemoryManager | None = None,
         terminate: Callable[[], None] | None = None,
+        instruments: RunInstruments | None = None,
+        on_node_started: Callable[[str], None] | None = None,
     ) -> None:
         self.plan = plan
+        self.instruments = instruments if instruments is not None and instruments.enabled else None
+        self.on_node_started = on_node_started
+        # What workers measured, and cache bytes read, by node, until the node reports.
+        self._measured: dict[str, Any] = {}
+        self._read_bytes: dict[str, int] = {}
         self.terminate = terminate
         self.tasks = tasks
         self.inputs = inputs
@@ -244,8 +252,9 @@ class GraphExecution:
         found = load_cached_value(self.cache, self.keys[node_id].key)
         if found is None:
             return False
-        output, tier = found
+        output, tier, size = found
         self.produced[node_id] = output
+        self._read_bytes[node_id] = size
         self._cached_report(node_id, tier)
         return True
 
@@ -557,6 +566,12 @@ class GraphExecution:
         """
         arguments = self._arguments(step)
         self._handed[step.node_id] = arguments
+        if self.instruments is not None:
+            observe = self.instruments.node_submitted(step.node_id, step.node.type.qualified_name)
+            if observe is not None:
+                arguments["observe"] = observe
+        if self.on_node_started is not None:
+            self.on_node_started(step.node_id)
         return arguments
 
     def _fallback_arguments(self, step: PlanStep) -> dict[str, Any]:
@@ -585,6 +600,7 @@ class GraphExecution:
         if state.is_completed():
             output: NodeOutput = _completed_value(state)
             self._keep(node_id, output)
+            self._measured[node_id] = getattr(output, "measured", None)
             # Prefect answers "Cached" when another run stored the key meanwhile.
             from_cache = state.name == "Cached"
             report = NodeReport(
@@ -615,6 +631,7 @@ class GraphExecution:
 
     def _failed(self, node_id: str, exc: BaseException, task_run_id: str | None) -> Outcome:
         """A node failed for good (its retries are spent): apply its policy's action."""
+        self._measured[node_id] = getattr(exc, "nodegraph_measured", None)
         if isinstance(exc, NodeNotStarted) or (
             self.cancelled is not None and isinstance(exc, (*_CANCELLED, BrokenProcessPool))
         ):
@@ -772,6 +789,12 @@ class GraphExecution:
             if report.state != NodeState.FALLBACK:
                 report.cache_key = key.key
         self.reports[report.node_id] = report
+        if self.instruments is not None:
+            self.instruments.node_finished(
+                report,
+                self._measured.pop(report.node_id, None),
+                self._read_bytes.pop(report.node_id, None),
+            )
         if self.listener is not None:
             self.listener(report, len(self.reports), len(self.plan.order))
 

@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +45,13 @@ from integration.config import (
     load_config,
 )
 from integration.errors import ConfigError, NodegraphError
+from integration.graph.context import ProgressHook
 from integration.graph.load import GraphSource, load_graph
 from integration.graph.policy import ErrorPolicy, RetryPolicy
 from integration.graph.registry import NodeRegistry, PackSource
 from integration.graph.validate import BoundGraph, BoundNode, bind, resolve_inputs
+from integration.observability.instruments import RunInstruments
+from integration.observability.metrics import serve_metrics
 from integration.plan import Plan, make_plan
 from integration.prefect.execute import GraphExecution, NodeListener, NodeTasks
 from integration.prefect.heartbeat import flow_run_heartbeats, prefect_heartbeats_off
@@ -57,7 +60,7 @@ from integration.prefect.placement import place
 from integration.prefect.reporting import RunReporter
 from integration.prefect.runners import DaskSettings, task_runner_for
 from integration.prefect.storage import TieredResultStorage, key_policy
-from integration.prefect.tasks import start_tag_services
+from integration.prefect.tasks import PROGRESS_HOOKS, start_tag_services
 from integration.resources import ResourcePool
 from integration.resources.memory import MemoryManager
 from integration.resources.pool import machine_memory_mb
@@ -112,6 +115,10 @@ class _Session:
 
     # Set when the caller switched Prefect's heartbeat thread off: the body sends them.
     heartbeat_seconds: int | None = None
+    # Told each node id as the node is handed to its runner (the CLI's running list).
+    on_node_started: Callable[[str], None] | None = None
+    # Told ``context.progress`` calls of nodes running in this process.
+    on_node_progress: ProgressHook | None = None
 
 
 _session: ContextVar[_Session | None] = ContextVar("nodegraph_session", default=None)
@@ -332,6 +339,7 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
         record = _begin_record(state, run_id, values, scope)
         save_record(folder, record, active=True)
     memory = _memory_manager(state, run_id)
+    instruments = _instruments(state, flow_run_id or run_id)
     reporter = RunReporter.for_run(state.monitoring, state.plan, flow_run)
     listener = session.listener if session else None
     if reporter is not None:
@@ -354,7 +362,13 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
                 replicate=getattr(flow_run.task_runner, "replicate", None) if flow_run else None,
                 memory=memory,
                 terminate=getattr(flow_run.task_runner, "terminate", None) if flow_run else None,
+                instruments=instruments,
+                on_node_started=session.on_node_started if session else None,
             )
+            if instruments is not None:
+                instruments.start()
+            if session is not None and session.on_node_progress and flow_run_id:
+                PROGRESS_HOOKS[flow_run_id] = session.on_node_progress
             if session is not None:
                 session.started(flow_run_id, execution)
             if state.tag_sets:
@@ -379,6 +393,8 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
             if state.cancel_check_seconds > 0:
                 publish_progress(flow_run_id, progress)
         except BaseException as exc:
+            if instruments is not None:
+                instruments.crashed(exc)
             if record is not None:
                 record.state, record.finished = "crashed", time.time()
                 save_record(folder, record)
@@ -388,9 +404,13 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
         finally:
             if memory is not None:
                 memory.clean()
+            if flow_run_id:
+                PROGRESS_HOOKS.pop(flow_run_id, None)
     result.duration_s = time.perf_counter() - started
     result.strategy = state.strategy
     result.flow_run_id = flow_run_id
+    if instruments is not None:
+        result.profile = instruments.finish(result, state.plan.graph.predecessors())
     if record is not None:
         assert state.caching is not None and execution.cache is not None
         _record_cache_use(state.caching, execution.cache, result)
@@ -400,6 +420,8 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
             result.halted_at,
             time.time(),
         )
+        if result.profile is not None:
+            record.extra["profile"] = result.profile.to_dict()  # `nodegraph profile`
         # What each node did, for pictures of the run (``nodegraph graph --run``).
         record.extra["nodes"] = {
             node_id: {"state": str(report.state), "duration_s": report.duration_s}
@@ -425,6 +447,22 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
     if not result.ok:
         raise GraphRunFailed(result)
     return result.outputs
+
+
+def _instruments(state: _FlowState, run_id: str | None) -> RunInstruments | None:
+    """Metrics, tracing and profiling for this run, as ``monitoring`` asks."""
+    monitoring = state.monitoring or MonitoringConfig()
+    if monitoring.metrics_port is not None:
+        serve_metrics(monitoring.metrics_port, monitoring.metrics_address)
+    instruments = RunInstruments(
+        state.plan.name,
+        run_id,
+        metrics=monitoring.metrics_port is not None,
+        trace_rate=monitoring.trace_sampling_rate,
+        profile=monitoring.profile,
+        cache_tiers=state.caching.cache_levels if state.caching else (),
+    )
+    return instruments if instruments.enabled else None
 
 
 def _memory_manager(state: _FlowState, run_id: str | None) -> MemoryManager | None:
@@ -609,6 +647,8 @@ def run(
     on_node_finished: NodeListener | None = None,
     cache: bool | None = None,
     refresh: bool = False,
+    on_node_started: Callable[[str], None] | None = None,
+    on_node_progress: ProgressHook | None = None,
 ) -> RunResult:
     """Run a graph and return its ``RunResult``; a failed node does not raise.
 
@@ -643,7 +683,12 @@ def run(
     plan = prepare(loaded, outputs, registry, config)
     values = resolve_inputs(plan.graph, inputs or {})
     flow = _configured_flow(plan, config, strategy, processes, max_workers, cache, refresh)
-    return _call(flow, plan, values, on_node_finished)
+    session = _Session(
+        listener=on_node_finished,
+        on_node_started=on_node_started,
+        on_node_progress=on_node_progress,
+    )
+    return _call(flow, plan, values, on_node_finished, session)
 
 
 def resume(

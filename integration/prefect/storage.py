@@ -111,10 +111,10 @@ def key_policy(caching: CachingConfig) -> NodeKeyPolicy:
     return NodeKeyPolicy(isolation_level="SERIALIZABLE", lock_manager=manager)
 
 
-def load_cached_value(hierarchy: CacheHierarchy, key: str) -> tuple[Any, str] | None:
-    """A result Prefect stored under ``key``, and the tier it came from."""
+def load_cached_value(hierarchy: CacheHierarchy, key: str) -> tuple[Any, str, int] | None:
+    """A result Prefect stored under ``key``, the tier it came from, and its size."""
     found = hierarchy.load_bytes(key)
     if found is None:
         return None
     payload, tier = found
-    return ResultRecord.deserialize(payload).result, tier
+    return ResultRecord.deserialize(payload).result, tier, len(payload)

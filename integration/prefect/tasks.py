@@ -24,11 +24,13 @@ from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 
 from integration.errors import ErrorType, NodegraphError, NodeInputError, NodeOutputError
-from integration.graph.context import ExecutionContext
+from integration.graph.context import ExecutionContext, ProgressHook
 from integration.graph.nodetype import NodeType
 from integration.graph.policy import RetryPolicy
 from integration.graph.transforms import TransformSpec, apply_transform
 from integration.graph.validate import BoundNode
+from integration.observability.measure import Measured, NodeMeasurement
+from integration.observability.tracing import current_from
 from integration.prefect.storage import NodeKeyPolicy
 from integration.timeouts import call_with_timeout, invoke_in_process
 
@@ -45,12 +47,19 @@ class NodeOutput:
     """A node's output values by port, with the node function's own wall time and the
     attempt (1 for the first try) that produced them."""
 
-    __slots__ = ("attempts", "duration_s", "values")
+    __slots__ = ("attempts", "duration_s", "measured", "values")
 
-    def __init__(self, values: dict[str, Any], duration_s: float, attempts: int = 1) -> None:
+    def __init__(
+        self,
+        values: dict[str, Any],
+        duration_s: float,
+        attempts: int = 1,
+        measured: Measured | None = None,
+    ) -> None:
         self.values = values
         self.duration_s = duration_s
         self.attempts = attempts
+        self.measured = measured  # CPU time, peak memory, output size (when profiling)
 
     def __repr__(self) -> str:
         return f"NodeOutput(ports={list(self.values)}, duration_s={self.duration_s:.6f})"
@@ -89,13 +98,16 @@ def execute_node(
     upstream: dict[str, Upstream],
     cache_key: str | None = None,
     kill_after: float | None = None,
+    observe: dict[str, Any] | None = None,
 ) -> NodeOutput:
     """Gather a node's inputs, check them, run the node and time it.
 
     ``cache_key`` is not used here: ``NodeKeyPolicy`` reads it as the Prefect cache key.
     The task's ``timeout_seconds`` is enforced here on a thread (see
     ``integration.timeouts``); ``kill_after`` runs the node in a child process instead,
-    killed after that many seconds.
+    killed after that many seconds. ``observe`` (from the run's instruments) asks for a
+    profile of the call and carries the node span's trace context, made current while
+    the node runs.
     """
     values = dict(literals)
     for port, (producer, source_port, transform) in upstream.items():
@@ -119,23 +131,15 @@ def execute_node(
     attempt = run_context.task_run.run_count if run_context and run_context.task_run else 1
     timeout = run_context.task.timeout_seconds if run_context else None
     start = perf_counter()
+    measurement = NodeMeasurement(
+        bool(observe and observe.get("profile")), bool(observe and observe.get("size"))
+    )
     try:
-        if kill_after is not None:
-            invocation = ChildInvocation(
-                node_type, node_id, context.execution_id if context else ""
-            )
-            outputs = invoke_in_process(invocation, values, kill_after, what=f"node {node_id!r}")
-        elif timeout is None:
-            outputs = node_type.invoke(values, context)
-        else:
-            outputs = call_with_timeout(
-                lambda: node_type.invoke(values, context),
-                timeout,
-                context.stop_requested.set if context else None,
-                what=f"node {node_id!r}",
-            )
+        with current_from(observe.get("trace") if observe else None), measurement:
+            outputs = _call_node(node_type, node_id, values, context, kill_after, timeout)
     except BaseException as exc:
         _annotate(exc, perf_counter() - start, attempt)
+        exc.nodegraph_measured = measurement.result  # type: ignore[attr-defined]
         raise
     elapsed = perf_counter() - start
     problems = node_type.check_outputs(outputs)
@@ -143,7 +147,29 @@ def execute_node(
         error = NodeOutputError(f"node {node_id!r}: " + "; ".join(problems))
         _annotate(error, elapsed, attempt)
         raise error
-    return NodeOutput(outputs, elapsed, max(attempt, 1))
+    measured = measurement.finish(outputs) if observe else None
+    return NodeOutput(outputs, elapsed, max(attempt, 1), measured)
+
+
+def _call_node(
+    node_type: NodeType,
+    node_id: str,
+    values: dict[str, Any],
+    context: ExecutionContext | None,
+    kill_after: float | None,
+    timeout: float | None,
+) -> dict[str, Any]:
+    if kill_after is not None:
+        invocation = ChildInvocation(node_type, node_id, context.execution_id if context else "")
+        return invoke_in_process(invocation, values, kill_after, what=f"node {node_id!r}")
+    if timeout is None:
+        return node_type.invoke(values, context)
+    return call_with_timeout(
+        lambda: node_type.invoke(values, context),
+        timeout,
+        context.stop_requested.set if context else None,
+        what=f"node {node_id!r}",
+    )
 
 
 class ChildInvocation:
@@ -193,6 +219,10 @@ class RetryCondition:
         return f"RetryCondition(on={list(self.policy.on)})"
 
 
+PROGRESS_HOOKS: dict[str, ProgressHook] = {}
+"""Per flow run id, where nodes running in this process send ``context.progress``."""
+
+
 def _context(node_type: NodeType, node_id: str) -> ExecutionContext:
     run_context = TaskRunContext.get()
     execution_id = str(run_context.task_run.flow_run_id) if run_context else ""
@@ -201,6 +231,7 @@ def _context(node_type: NodeType, node_id: str) -> ExecutionContext:
         node_id=node_id,
         node_type=node_type.qualified_name,
         logger=get_run_logger(),
+        progress_hook=PROGRESS_HOOKS.get(execution_id),
     )
 
 
