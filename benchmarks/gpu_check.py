@@ -50,6 +50,18 @@ def main() -> int:
     if not gpus:
         return report(checks, started)
 
+    from integration.observability.metrics import ResourceCollector
+
+    (family,) = ResourceCollector().collect()
+    usage = {sample.labels["resource_type"]: sample.value for sample in family.samples}
+    checks.append(
+        (
+            "resource_usage_percent reports gpu and gpu_memory",
+            {"cpu", "memory", "gpu", "gpu_memory"} <= set(usage),
+            ", ".join(f"{k} {v:.1f}%" for k, v in sorted(usage.items())),
+        )
+    )
+
     import integration
     from integration.config import ExecutionConfig, NodegraphConfig
     from integration.graph import NodeRegistry

@@ -315,3 +315,27 @@ def test_progress_hooks_see_starts_and_node_progress(registry):
     assert result.ok
     assert sorted(started) == ["a", "p"]
     assert progress == [("p", 0.5, None, "half way"), ("p", 4, 4, "done")]
+
+
+def test_resource_gauge_reads_gpus_through_pynvml_discovery(monkeypatch):
+    """The GPU samples come from the same discovery the placement uses; without a GPU
+    here, discovery is given two GPUs (pynvml itself is checked by gpu_check.py)."""
+    from integration.observability.metrics import ResourceCollector
+    from integration.resources import gpus
+
+    found = [
+        gpus.GpuInfo(
+            0, "A", "u0", memory_total_mb=1000, memory_used_mb=250, utilization_percent=40
+        ),
+        gpus.GpuInfo(
+            1, "B", "u1", memory_total_mb=1000, memory_used_mb=750, utilization_percent=60
+        ),
+    ]
+    monkeypatch.setattr(gpus, "discover_gpus", lambda: found)
+    (family,) = ResourceCollector().collect()
+    usage = {s.labels["resource_type"]: s.value for s in family.samples}
+    assert usage["gpu"] == 50.0 and usage["gpu_memory"] == 50.0
+    assert 0 <= usage["cpu"] <= 100 and 0 < usage["memory"] <= 100
+    monkeypatch.setattr(gpus, "discover_gpus", lambda: [])
+    (family,) = ResourceCollector().collect()
+    assert {s.labels["resource_type"] for s in family.samples} == {"cpu", "memory"}
