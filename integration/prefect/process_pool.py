@@ -60,6 +60,14 @@ class _WarmPool:
             pass
         if wait:
             self.forwarder.join(timeout=5)
+        # That put started the queue's feeder thread in this process. Closed here, it
+        # ends; left open at interpreter exit, multiprocessing's exit handler could
+        # join it forever (a CI run hung there after its tests had passed).
+        try:
+            self.queue.close()
+            self.queue.cancel_join_thread()
+        except (ValueError, OSError):
+            pass
 
 
 _pools: dict[int, _WarmPool] = {}
