@@ -60,9 +60,11 @@ class _WarmPool:
             pass
         if wait:
             self.forwarder.join(timeout=5)
-        # That put started the queue's feeder thread in this process. Closed here, it
-        # ends; left open at interpreter exit, multiprocessing's exit handler could
-        # join it forever (a CI run hung there after its tests had passed).
+        # That put started the queue's feeder thread in this process. The feeder takes
+        # the queue's write lock, which a worker killed while writing (a cancelled run,
+        # a crash) holds forever; multiprocessing's exit handler would then wait on the
+        # feeder forever (a CI run hung there after its tests had passed). Closed and
+        # not joined, it cannot hold up exit.
         try:
             self.queue.close()
             self.queue.cancel_join_thread()
