@@ -63,13 +63,10 @@ class _WarmPool:
         # That put started the queue's feeder thread in this process. The feeder takes
         # the queue's write lock, which a worker killed while writing (a cancelled run,
         # a crash) holds forever; multiprocessing's exit handler would then wait on the
-        # feeder forever (a CI run hung there after its tests had passed). Closed and
-        # not joined, it cannot hold up exit.
-        try:
-            self.queue.close()
-            self.queue.cancel_join_thread()
-        except (ValueError, OSError):
-            pass
+        # feeder forever (a CI run hung there after its tests had passed). Not joined,
+        # it cannot hold up exit. (Not closed either: closing shuts the reader under the
+        # forwarder thread.)
+        self.queue.cancel_join_thread()
 
 
 _pools: dict[int, _WarmPool] = {}
