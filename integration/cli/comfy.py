@@ -60,10 +60,8 @@ def _signatures(
     registry = NodeRegistry.default(
         extra_paths=config.execution.node_paths, modules=config.execution.node_modules
     )
-    known = Signatures.from_registry(registry)
-    if signatures is not None:
-        known.update(Signatures.from_file(signatures))
-    return registry, known
+    extra = Signatures.from_file(signatures) if signatures is not None else None
+    return registry, Signatures.from_registry(registry, extra)
 
 
 def _write(data: Any, output: Path | None, as_yaml: bool) -> None:

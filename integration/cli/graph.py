@@ -23,16 +23,7 @@ import typer
 from integration.cli.options import ConfigOption, FileArgument, NodesOption, load_cli_config
 from integration.errors import NodegraphError
 from integration.graph import NodeRegistry, bind, load_graph
-from integration.graph.render import (
-    COLUMN_GAP,
-    MARGIN,
-    NODE_HEIGHT,
-    NODE_WIDTH,
-    ROW_GAP,
-    to_dot,
-    to_html,
-    to_mermaid,
-)
+from integration.graph.render import html_page_size, to_dot, to_html, to_mermaid
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
@@ -88,15 +79,6 @@ def screenshot(html: str, output: Path, size: tuple[int, int], timeout_s: float 
             raise PictureError(f"Chromium failed ({done.returncode}): {done.stderr.strip()[-500:]}")
 
 
-def _page_size(bound: Any) -> tuple[int, int]:
-    from integration.graph.order import levels
-
-    columns = levels(bound.predecessors(), bound.order)
-    width = MARGIN * 2 + max(len(columns), 1) * (NODE_WIDTH + COLUMN_GAP)
-    height = MARGIN * 2 + max((len(c) for c in columns), default=1) * (NODE_HEIGHT + ROW_GAP)
-    return width + 40, height + 140  # the page's margin and heading
-
-
 def _run_states(config: Any, run_id: str) -> tuple[dict[str, str], dict[str, float]]:
     from integration.cache.factory import cache_folder
     from integration.runs import load_record, runs_folder
@@ -148,7 +130,7 @@ def graph_command(
         if format == PictureFormat.png:
             if output is None:
                 raise PictureError("a PNG needs --output FILE")
-            screenshot(text, output, _page_size(bound))
+            screenshot(text, output, html_page_size(bound))
             return
     except NodegraphError as exc:
         raise _fail(str(exc), False) from None

@@ -180,7 +180,6 @@ class ComfyExecution:
         self._pending = _Pending()
         self._running: set[str] = set()
         self._subgraph_results: dict[str, list[tuple[bool, tuple[Any, ...]]]] = {}
-        self._cached_states: dict[str, str] = {}  # node -> tier, for nodes served from cache
         self._total = 0
 
     # -- the loop -----------------------------------------------------------------------

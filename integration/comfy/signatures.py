@@ -296,11 +296,15 @@ class Signatures:
             raise SignatureError(f"signature file {path}: {exc}") from None
 
     @classmethod
-    def from_registry(cls, registry: Any) -> Signatures:
-        """The signatures of every ComfyUI class a ``NodeRegistry`` has loaded."""
+    def from_registry(cls, registry: Any, extra: Signatures | None = None) -> Signatures:
+        """The signatures of every ComfyUI class a ``NodeRegistry`` has loaded, and
+        then ``extra`` (a signature file's, say), which wins where both name a class."""
         found = {}
         for node_type in registry:
             signature = getattr(node_type, "signature", None)
             if isinstance(signature, Signature):
                 found[signature.class_type] = signature
-        return cls(found)
+        signatures = cls(found)
+        if extra is not None:
+            signatures.update(extra)
+        return signatures

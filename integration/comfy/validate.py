@@ -392,9 +392,7 @@ def check_workflow(
     from integration.comfy.signatures import Signatures
     from integration.comfy.workflow import to_api
 
-    known = Signatures.from_registry(registry)
-    if signatures is not None:
-        known.update(signatures)
+    known = Signatures.from_registry(registry, signatures)
     prompt = to_api(graph, known, input_values, registry)
     # Every ComfyUI class, not only the prompt's: expansion may add any of them.
     types: dict[str, NodeType] = dict(registry.comfy_types())

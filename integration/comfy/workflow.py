@@ -51,7 +51,6 @@ WorkflowFormat = Literal["api", "ui"]
 
 VIRTUAL_TYPES = frozenset({"Reroute", "PrimitiveNode", "Note", "MarkdownNote"})
 """Frontend-only node types: they never reach the backend."""
-NOTE_TYPES = frozenset({"Note", "MarkdownNote"})
 MUTED, BYPASSED = 2, 4
 SUBGRAPH_INPUT, SUBGRAPH_OUTPUT = -10, -20
 CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
@@ -224,6 +223,7 @@ def _api_to_graph(
             problems.append(f"node {node_id} ({class_type}): inputs must be an object")
             continue
         params: dict[str, Any] = {}
+        signature = signatures.get(class_type)
         for input_name, value in inputs.items():
             if is_link(value):
                 source_id, slot = str(value[0]), value[1]
@@ -233,7 +233,6 @@ def _api_to_graph(
                         f"node {node_id} ({class_type}) input {input_name!r}: {problem}"
                     )
                     continue
-                signature = signatures.get(class_type)
                 if signature is not None and signature.input(input_name) is None:
                     warnings.append(_undeclared(node_id, class_type, input_name))
                 if not _PORT.match(input_name):

@@ -192,9 +192,7 @@ def to_html(
     type, state and time (``timings``, seconds)."""
     from html import escape
 
-    from integration.graph.order import levels
-
-    columns = levels(bound.predecessors(), bound.order)
+    columns = _columns(bound)
     position: dict[str, tuple[float, float]] = {}
     for column, group in enumerate(columns):
         for row, node_id in enumerate(group):
@@ -202,8 +200,7 @@ def to_html(
                 MARGIN + column * (NODE_WIDTH + COLUMN_GAP),
                 MARGIN + row * (NODE_HEIGHT + ROW_GAP),
             )
-    width = MARGIN * 2 + max(len(columns), 1) * (NODE_WIDTH + COLUMN_GAP) - COLUMN_GAP
-    height = MARGIN * 2 + max((len(g) for g in columns), default=1) * (NODE_HEIGHT + ROW_GAP)
+    width, height = _svg_size(columns)
     edges = []
     for node_id in bound.order:
         for port, binding in bound.nodes[node_id].bindings.items():
@@ -264,6 +261,25 @@ def to_html(
         nodes="\n".join(nodes),
         count=len(bound.order),
     )
+
+
+def _columns(bound: BoundGraph) -> list[list[str]]:
+    from integration.graph.order import levels
+
+    return levels(bound.predecessors(), bound.order)
+
+
+def _svg_size(columns: list[list[str]]) -> tuple[int, int]:
+    width = MARGIN * 2 + max(len(columns), 1) * (NODE_WIDTH + COLUMN_GAP) - COLUMN_GAP
+    height = MARGIN * 2 + max((len(g) for g in columns), default=1) * (NODE_HEIGHT + ROW_GAP)
+    return width, height
+
+
+def html_page_size(bound: BoundGraph) -> tuple[int, int]:
+    """The browser window (width, height) that shows ``to_html``'s page whole: the
+    drawing plus the page's margin and heading."""
+    width, height = _svg_size(_columns(bound))
+    return width + 40, height + 140
 
 
 def _clip(text: str, limit: int = 30) -> str:

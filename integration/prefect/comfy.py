@@ -138,10 +138,7 @@ def load_comfy_graph(
     """A graph from a ComfyUI file or data (or the graph itself)."""
     if isinstance(source, Graph):
         return source
-    known = Signatures.from_registry(registry)
-    if signatures is not None:
-        known.update(signatures)
-    return import_workflow(source, known).graph
+    return import_workflow(source, Signatures.from_registry(registry, signatures)).graph
 
 
 def run_workflow(
@@ -166,7 +163,12 @@ def run_workflow(
     ``node_errors`` before anything runs. A failed node does not raise: the result says
     which nodes failed, and the nodes that needed them are ``upstream_failed``.
     """
-    from integration.prefect.flow import dask_settings, default_policy, registry_from_config
+    from integration.prefect.flow import (
+        caching_for,
+        dask_settings,
+        default_policy,
+        registry_from_config,
+    )
 
     config = config or load_config()
     registry = registry or registry_from_config(config)
@@ -175,9 +177,7 @@ def run_workflow(
 
     strategy = strategy or config.execution.strategy
     processes = config.execution.processes if processes is None else processes
-    caching = config.caching
-    if cache is not None:
-        caching = caching.model_copy(update={"enable": cache})
+    caching = caching_for(config, cache)
     policy = default_policy(config)
     packs = list({t.pack_source: None for t in types.values() if t.pack_source is not None})
     runner = task_runner_for(

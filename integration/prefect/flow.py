@@ -585,9 +585,7 @@ def _configured_flow(
     resume: RunRecord | None = None,
 ) -> Flow[..., dict[str, Any]]:
     """``flow_from_plan`` with arguments not given taken from the configuration."""
-    caching = config.caching
-    if cache is not None:
-        caching = caching.model_copy(update={"enable": cache})
+    caching = caching_for(config, cache)
     return flow_from_plan(
         plan,
         strategy=strategy or config.execution.strategy,
@@ -603,6 +601,13 @@ def _configured_flow(
         monitoring=config.monitoring,
         cancel_check_seconds=config.execution.cancel_check_seconds,
     )
+
+
+def caching_for(config: NodegraphConfig, cache: bool | None) -> CachingConfig:
+    """The configured caching, switched on or off where a call says so (``cache``)."""
+    if cache is None:
+        return config.caching
+    return config.caching.model_copy(update={"enable": cache})
 
 
 def dask_settings(config: NodegraphConfig) -> DaskSettings:
