@@ -13,6 +13,7 @@ at ``--config FILE``, ``$NODEGRAPH_CONFIG``, ``./nodegraph.yaml``, then
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -55,9 +56,45 @@ class _MappingEnvSource(EnvSettingsSource):
             environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
         )
 
+    def decode_complex_value(self, field_name: str, field: Any, value: Any) -> Any:
+        # A section may take a plain word as shorthand (``..._FUSION=off``): what is not
+        # JSON goes to the section's own validator as it is.
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except json.JSONDecodeError:
+            return value
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+FusionMode = Literal["auto", "off", "aggressive"]
+
+
+class FusionConfig(_Section):
+    """Which nodes share a Prefect task (``execution.fusion``).
+
+    ``fusion: off`` in YAML (or ``NODEGRAPH_EXECUTION__FUSION=off``) is short for
+    ``fusion: {mode: off}``.
+    """
+
+    mode: FusionMode = Field(
+        default="auto",
+        description="auto: fuse nodes that declare cost='cheap' or whose recorded median "
+        "duration is under max_node_ms; aggressive: fuse every policy-compatible node "
+        "not declared cost='expensive'; off: one task per node.",
+    )
+    max_node_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="auto: a node whose recorded median duration is below this many "
+        "milliseconds is cheap enough to fuse.",
+    )
+    batching: bool = Field(
+        default=True,
+        description="Group ready nodes of a batchable type with equal params into one call.",
+    )
 
 
 class ExecutionConfig(_Section):
@@ -126,6 +163,15 @@ class ExecutionConfig(_Section):
         description="distributed, local cluster: one dask-cuda worker per GPU when pynvml "
         "finds GPUs (auto), always (on), or never (off).",
     )
+    fusion: FusionConfig = Field(
+        default_factory=FusionConfig,
+        description="Fusing cheap nodes into shared tasks, and batching (see FusionConfig).",
+    )
+
+    @field_validator("fusion", mode="before")
+    @classmethod
+    def _fusion_shorthand(cls, value: Any) -> Any:
+        return {"mode": value} if isinstance(value, str) else value
 
 
 class ResourceManagementConfig(_Section):

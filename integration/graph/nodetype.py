@@ -33,6 +33,9 @@ from integration.resources.requirements import ResourceRequirement
 DEFAULT_OUTPUT = "out"
 
 OutputMode = Literal["none", "single", "multiple"]
+Cost = Literal["cheap", "expensive"]
+"""What a node type says of its own cost: ``cheap`` nodes may be fused into one task
+with their neighbours; ``expensive`` ones always keep a task of their own."""
 OutputsSpec = Mapping[str, Any] | list[str] | list[OutputPort]
 
 
@@ -59,7 +62,14 @@ class NodeType:
         fingerprint: Callable[..., Any] | None = None,
         on_error: ErrorPolicy | Mapping[str, Any] | None = None,
         resources: ResourceRequirement | Mapping[str, Any] | None = None,
+        cost: Cost | None = None,
+        batch: Callable[..., Any] | None = None,
+        max_batch: int = 64,
     ) -> None:
+        if cost not in (None, "cheap", "expensive"):
+            raise ValueError(f"node type {name!r}: cost is 'cheap' or 'expensive', not {cost!r}")
+        if max_batch < 1:
+            raise ValueError(f"node type {name!r}: max_batch must be at least 1, not {max_batch}")
         self.fn = fn
         self.name = name
         self.inputs = inputs
@@ -75,6 +85,11 @@ class NodeType:
         self.resources = (
             ResourceRequirement.model_validate(resources) if resources is not None else None
         )
+        self.cost: Cost | None = cost
+        # Batchable types: ``batch(list of input sets) -> list of results``, one
+        # result per set, each shaped like ``fn``'s return value.
+        self.batch = batch
+        self.max_batch = max_batch
         self.pack: str | None = None
         self.pack_source: Any = None  # a registry.PackSource once loaded from a pack
         self._checked_inputs = tuple(p for p in inputs.values() if p.has_constraints)
@@ -193,6 +208,9 @@ def node(
     fingerprint: Callable[..., Any] | None = None,
     on_error: ErrorPolicy | Mapping[str, Any] | None = None,
     resources: ResourceRequirement | Mapping[str, Any] | None = None,
+    cost: Cost | None = None,
+    batch: Callable[..., Any] | None = None,
+    max_batch: int = 64,
 ) -> Callable[[Callable[..., Any]], NodeType]: ...
 
 
@@ -210,6 +228,9 @@ def node(
     fingerprint: Callable[..., Any] | None = None,
     on_error: ErrorPolicy | Mapping[str, Any] | None = None,
     resources: ResourceRequirement | Mapping[str, Any] | None = None,
+    cost: Cost | None = None,
+    batch: Callable[..., Any] | None = None,
+    max_batch: int = 64,
 ) -> NodeType | Callable[[Callable[..., Any]], NodeType]:
     """Turn a plain function into a ``NodeType``.
 
@@ -226,6 +247,13 @@ def node(
     type's default error policy (``{"retry": {"attempts": 3}}``); a node overrides it.
     ``resources`` is what one running instance holds (``{"gpu_count": 1}``), used for
     placement on Dask and for the local resource pool; a node overrides it too.
+
+    ``cost="cheap"`` lets the planner fuse the node with its neighbours into one
+    Prefect task (``execution.fusion``); ``cost="expensive"`` never fuses it. Without
+    it, the node's recorded median duration decides. ``batch`` makes the type
+    batchable: a function over a list of input sets (each a ``{port: value}`` mapping)
+    that returns one result per set, shaped like ``fn``'s. Ready nodes of the type with
+    the same params then run as one call of up to ``max_batch`` sets.
     """
 
     def decorate(function: Callable[..., Any]) -> NodeType:
@@ -241,6 +269,9 @@ def node(
             fingerprint=fingerprint,
             on_error=on_error,
             resources=resources,
+            cost=cost,
+            batch=batch,
+            max_batch=max_batch,
         )
 
     return decorate(fn) if fn is not None else decorate
@@ -259,6 +290,9 @@ def _build_node_type(
     fingerprint: Callable[..., Any] | None = None,
     on_error: ErrorPolicy | Mapping[str, Any] | None = None,
     resources: ResourceRequirement | Mapping[str, Any] | None = None,
+    cost: Cost | None = None,
+    batch: Callable[..., Any] | None = None,
+    max_batch: int = 64,
 ) -> NodeType:
     where = f"node function {fn.__module__}.{fn.__qualname__}"
     try:
@@ -315,6 +349,9 @@ def _build_node_type(
         fingerprint=fingerprint,
         on_error=on_error,
         resources=resources,
+        cost=cost,
+        batch=batch,
+        max_batch=max_batch,
     )
 
 

@@ -47,14 +47,20 @@ from integration.graph.order import descendants
 from integration.graph.policy import ErrorPolicy
 from integration.graph.validate import BoundNode
 from integration.observability.instruments import RunInstruments
+from integration.optimize import ExecutionOptimizer, Segment, Units
 from integration.plan import Plan, PlanStep, prune_cached
 from integration.prefect.storage import TieredResultStorage, load_cached_value
 from integration.prefect.tasks import (
+    FusedNode,
     NodeNotStarted,
     NodeOutput,
+    SharedOutput,
+    SharedTask,
     Upstream,
     fallback_task,
     node_task,
+    pack_tag,
+    shared_task,
     stop_starting_nodes,
 )
 from integration.resources import ResourcePool, ResourceRequirement
@@ -174,8 +180,12 @@ class GraphExecution:
         terminate: Callable[[], None] | None = None,
         instruments: RunInstruments | None = None,
         on_node_started: Callable[[str], None] | None = None,
+        optimizer: ExecutionOptimizer | None = None,
     ) -> None:
         self.plan = plan
+        self.optimizer = optimizer
+        # Fused segments and batches: nodes that share a task (set when a run starts).
+        self.units = Units()
         self.instruments = instruments if instruments is not None and instruments.enabled else None
         self.on_node_started = on_node_started
         # What workers measured, and cache bytes read, by node, until the node reports.
@@ -310,11 +320,22 @@ class GraphExecution:
         return self.halted_at is not None or self.cancelled is not None
 
     def run_sequential(self) -> RunResult:
-        for node_id in self.executing:
+        if self.optimizer is not None:
+            self.units = Units.of(self.optimizer.fuse_nodes(self.executing, chains_only=False))
+        for position, node_id in enumerate(self.executing):
             if self.stopping:
                 break
             if node_id in self.reports:
-                continue  # already marked by a failure upstream
+                continue  # already marked by a failure upstream, or ran in a shared task
+            segment = self.units.unit_of.get(node_id)
+            if segment is None:
+                segment = self._batch_from(node_id, self.executing[position + 1 :])
+            if segment is not None:
+                self._started.update(segment.nodes)
+                task, arguments = self._shared(segment)
+                self._finish_shared(segment, task(**arguments, return_state=True))
+                self._relieve_memory()
+                continue
             step = self.plan.steps[node_id]
             self._started.add(node_id)
             state = self._task(node_id)(**self._hand(step), return_state=True)
@@ -327,35 +348,43 @@ class GraphExecution:
         return self._result()
 
     def run_parallel(self, window: int | None = None) -> RunResult:
-        """Submit ready nodes at once, and look ahead while the pool has room.
+        """Submit ready units at once, and look ahead while the pool has room.
 
-        A node whose producers are all submitted but not all finished may be submitted
-        early ("prefetched"): Prefect resolves the producers' futures inside the
-        worker, so the node's task-run setup overlaps its producers' work instead of
-        following it. That keeps chains as fast as hand-written Prefect code. Ready
-        nodes always go first, and prefetching stops at ``window`` nodes in flight, so
-        waiting nodes never hold more than the pool's idle threads. Consumers of a node
-        with a fallback are never prefetched: they must receive the fallback's outputs
-        if the node fails.
+        A unit is a node, a fused segment or a batch; ``units`` maps each node to its
+        unit's head, and the counters below count edges from running producers in
+        other units. A unit whose producers are all submitted but not all finished may
+        be submitted early ("prefetched"): Prefect resolves the producers' futures
+        inside the worker, so the unit's task-run setup overlaps its producers' work
+        instead of following it. That keeps chains as fast as hand-written Prefect
+        code. Ready units always go first, and prefetching stops at ``window`` units in
+        flight, so waiting units never hold more than the pool's idle threads.
+        Consumers of a node with a fallback are never prefetched: they must receive the
+        fallback's outputs if the node fails. Batches form from ready nodes only.
         """
         window = window or DEFAULT_WINDOW
         steps = self.plan.steps
+        if self.optimizer is not None:
+            self.units = Units.of(self.optimizer.fuse_nodes(self.executing, chains_only=True))
+        head = self.units.head
+        members = self.units.members
         position = {node_id: i for i, node_id in enumerate(self.plan.order)}
-        finished: queue.SimpleQueue[tuple[str, bool, PrefectFuture[NodeOutput]]] = (
-            queue.SimpleQueue()
-        )
+        finished: queue.SimpleQueue[tuple[str, bool, PrefectFuture[Any]]] = queue.SimpleQueue()
         running = self._running
-        not_done = {n: sum(u in running for u in steps[n].upstream) for n in self.executing}
+        heads = [n for n in self.executing if head(n) == n]
+        not_done = {
+            h: sum(u in running and head(u) != h for m in members(h) for u in steps[m].upstream)
+            for h in heads
+        }
         not_submitted = dict(not_done)
         no_prefetch = {
-            consumer
+            head(consumer)
             for node_id in self.executing
             if self._action(node_id) == "fallback"
             for consumer in self._successors[node_id]
         }
-        # A node that holds resources reserves them when submitted: it must not wait
+        # A unit that holds resources reserves them when submitted: it must not wait
         # for its producers while holding them.
-        needs = self._needs()
+        needs = {head(n): need for n, need in self._needs().items()}
         no_prefetch |= set(needs)
         # Broadcast outputs are copied to every worker before their consumers start.
         broadcasting = set()
@@ -365,32 +394,54 @@ class GraphExecution:
                 for node_id in self.executing
                 if any(port.broadcast for port in steps[node_id].node.type.outputs.values())
             }
-            no_prefetch |= {c for n in broadcasting for c in self._successors[n]}
+            no_prefetch |= {head(c) for n in broadcasting for c in self._successors[n]}
         waiting: list[tuple[int, str]] = []  # ready, but their resources are taken
-        ready = [(position[n], n) for n in self.executing if not_done[n] == 0]
+        ready = [(position[n], n) for n in heads if not_done[n] == 0]
+        heapq.heapify(ready)
         lookahead: list[tuple[int, str]] = []
         submitted: set[str] = set()
-        in_flight: dict[tuple[str, bool], PrefectFuture[NodeOutput]] = {}
+        in_flight: dict[tuple[str, bool], PrefectFuture[Any]] = {}
 
-        def track(node_id: str, is_fallback: bool, future: PrefectFuture[NodeOutput]) -> None:
-            in_flight[node_id, is_fallback] = future
-            self.produced[node_id] = future
-            future.add_done_callback(lambda f: finished.put((node_id, is_fallback, f)))
+        def track(unit: str, is_fallback: bool, future: PrefectFuture[Any]) -> None:
+            in_flight[unit, is_fallback] = future
+            for node_id in members(unit):
+                self.produced[node_id] = future
+            future.add_done_callback(lambda f: finished.put((unit, is_fallback, f)))
 
-        def submit(node_id: str) -> None:
-            self._started.add(node_id)
-            track(node_id, False, self._task(node_id).submit(**self._hand(steps[node_id])))
-            submitted.add(node_id)
-            for consumer in self._successors[node_id]:
-                if consumer not in running:
-                    continue
-                not_submitted[consumer] -= 1
-                if (
-                    not_submitted[consumer] == 0
-                    and not_done[consumer] > 0
-                    and consumer not in no_prefetch
-                ):
-                    heapq.heappush(lookahead, (position[consumer], consumer))
+        def submit(unit: str) -> None:
+            nodes = members(unit)
+            self._started.update(nodes)
+            segment = self.units.unit_of.get(unit)
+            if segment is not None:
+                task, arguments = self._shared(segment)
+                track(unit, False, task.submit(**arguments))
+            else:
+                track(unit, False, self._task(unit).submit(**self._hand(steps[unit])))
+            submitted.update(nodes)
+            for node_id in nodes:
+                for consumer in self._successors[node_id]:
+                    if consumer not in running or head(consumer) == unit:
+                        continue
+                    consumer = head(consumer)
+                    not_submitted[consumer] -= 1
+                    if (
+                        not_submitted[consumer] == 0
+                        and not_done[consumer] > 0
+                        and consumer not in no_prefetch
+                    ):
+                        heapq.heappush(lookahead, (position[consumer], consumer))
+
+        def take_batch(node_id: str) -> None:
+            """Make ``node_id`` the head of a batch of the ready nodes like it, if any."""
+            if self.optimizer is None or self.optimizer.batch_key(node_id) is None:
+                return
+            pending = [n for _, n in ready if n not in submitted and n not in self.reports]
+            segment = self._batch_from(node_id, pending)
+            if segment is None:
+                return
+            taken = set(segment.nodes)
+            ready[:] = [entry for entry in ready if entry[1] not in taken]
+            heapq.heapify(ready)
 
         def pump() -> None:
             if self.stopping:
@@ -411,6 +462,7 @@ class GraphExecution:
                         waiting.append(entry)
                         continue
                     self._reserved[node_id] = need
+                take_batch(node_id)
                 submit(node_id)
             while lookahead and len(in_flight) < window:
                 _, node_id = heapq.heappop(lookahead)
@@ -431,47 +483,51 @@ class GraphExecution:
                     assert self.pool is not None
                     self.pool.wait_for_resources(need)
                     self._reserved[entry[1]] = need
+                    take_batch(entry[1])
                     submit(entry[1])
                     continue
-                node_id, is_fallback, future = finished.get()
+                unit, is_fallback, future = finished.get()
                 if future is None:
                     continue  # the cancel marker
-                in_flight.pop((node_id, is_fallback), None)
-                reserved = self._reserved.pop(node_id, None)
+                in_flight.pop((unit, is_fallback), None)
+                reserved = self._reserved.pop(unit, None)
                 if reserved is not None:
                     assert self.pool is not None
                     self.pool.release(reserved)
-                if node_id in self.reports:
-                    continue  # a prefetched node whose producer failed first
+                nodes = members(unit)
+                if all(n in self.reports for n in nodes):
+                    continue  # a prefetched unit whose producer failed first
                 state = _final_state(future)
+                segment = self.units.unit_of.get(unit)
                 if is_fallback:
-                    outcome = self._finish_fallback(node_id, state)
+                    outcome = self._finish_fallback(unit, state)
                 elif isinstance(state, UpstreamTaskError) or (
                     isinstance(state, State) and not state.is_final()
                 ):
-                    if not_done.get(node_id, 0) > 0:
-                        # A prefetched node whose producer failed: the producer's
+                    if not_done.get(unit, 0) > 0:
+                        # A prefetched unit whose producer failed: the producer's
                         # failure marks it (by its policy) when it is processed.
                         continue
-                    outcome = self._failed(node_id, _lost(future, state), None)
+                    outcome = self._failed(unit, _lost(future, state), None)
+                elif segment is not None:
+                    produced = self._finish_shared(segment, state)
+                    self._release_units(produced, unit, not_done, ready, position)
+                    self._relieve_memory()
+                    pump()
+                    continue
                 elif isinstance(state, BaseException):
-                    outcome = self._failed(node_id, state, None)
+                    outcome = self._failed(unit, state, None)
                 else:
-                    outcome = self._finish(node_id, state)
+                    outcome = self._finish(unit, state)
                 if outcome is Outcome.RUN_FALLBACK:
-                    step = steps[node_id]
-                    fallback = self.tasks[node_id].fallback()
-                    track(node_id, True, fallback.submit(**self._fallback_arguments(step)))
+                    step = steps[unit]
+                    fallback = self.tasks[unit].fallback()
+                    track(unit, True, fallback.submit(**self._fallback_arguments(step)))
                     continue
                 if outcome is Outcome.PRODUCED:
-                    if node_id in broadcasting and self.produced.get(node_id) is future:
-                        self._replicate(node_id, future)
-                    for consumer in self._successors[node_id]:
-                        if consumer not in running:
-                            continue
-                        not_done[consumer] -= 1
-                        if not_done[consumer] == 0:
-                            heapq.heappush(ready, (position[consumer], consumer))
+                    if unit in broadcasting and self.produced.get(unit) is future:
+                        self._replicate(unit, future)
+                    self._release_units([unit], unit, not_done, ready, position)
                 self._relieve_memory()
                 pump()
         finally:
@@ -484,6 +540,164 @@ class GraphExecution:
             if self.run_id is not None:
                 stop_starting_nodes(self.run_id, stop=False)
         return self._result()
+
+    def _release_units(
+        self,
+        produced: list[str],
+        unit: str,
+        not_done: dict[str, int],
+        ready: list[tuple[int, str]],
+        position: dict[str, int],
+    ) -> None:
+        """Count ``produced`` nodes as done for the units that consume them."""
+        head = self.units.head
+        for node_id in produced:
+            for consumer in self._successors[node_id]:
+                if consumer not in self._running or head(consumer) == unit:
+                    continue
+                consumer = head(consumer)
+                not_done[consumer] -= 1
+                if not_done[consumer] == 0:
+                    heapq.heappush(ready, (position[consumer], consumer))
+
+    # -- shared tasks (fused segments and batches) ------------------------------------
+
+    def _batch_from(self, node_id: str, candidates: list[str]) -> Segment | None:
+        """A batch headed by ``node_id`` with the candidates (ready, or later in a
+        sequential run with their producers done) that share its batch key."""
+        if self.optimizer is None:
+            return None
+        key = self.optimizer.batch_key(node_id)
+        if key is None:
+            return None
+        limit = self.plan.steps[node_id].node.type.max_batch
+        members = [node_id]
+        for other in candidates:
+            if len(members) >= limit:
+                break
+            if other in self.reports or other in self.units.unit_of:
+                continue
+            if self.optimizer.batch_key(other) != key:
+                continue
+            producers = self.plan.steps[other].upstream
+            if all(u not in self._running or u in self.reports for u in producers):
+                members.append(other)
+        if len(members) < 2:
+            return None
+        segment = Segment(tuple(members), kind="batch")
+        for member in members:
+            self.units.unit_of[member] = segment
+        self.units.segments.append(segment)
+        return segment
+
+    def _shared(self, segment: Segment) -> tuple[Task[..., SharedOutput], dict[str, Any]]:
+        """The task of a segment or batch and its arguments: every node's own inputs,
+        cache key and instruments, and the outputs of producers in other tasks."""
+        inside = set(segment.nodes)
+        external: dict[str, Any] = {}
+        fused: list[FusedNode] = []
+        consumers: dict[str, list[str]] = {}
+        tags: set[str] = set()
+        storage = None
+        for node_id in segment.nodes:
+            step = self.plan.steps[node_id]
+            node_tasks = self.tasks[node_id]
+            literals: dict[str, Any] = {}
+            upstream: dict[str, Upstream] = {}
+            for port, binding in step.bindings.items():
+                if binding.kind == "param":
+                    literals[port] = binding.value
+                elif binding.kind == "input":
+                    value = self.inputs[binding.source_port]
+                    if binding.transform is None:
+                        literals[port] = value
+                    else:
+                        upstream[port] = (value, None, binding.transform)
+                elif binding.kind == "edge":
+                    source = binding.source
+                    if source in inside:
+                        consumers.setdefault(source, []).append(node_id)
+                    elif source not in external:
+                        external[source] = self._producer(source)
+                    upstream[port] = (source, binding.source_port, binding.transform)
+            key = self._key(node_id)
+            if key is not None:
+                storage = node_tasks.storage
+            observe = None
+            if self.instruments is not None:
+                observe = self.instruments.node_submitted(node_id, step.node.type.qualified_name)
+            if self.on_node_started is not None:
+                self.on_node_started(node_id)
+            halts = node_tasks.error_policy.final_action == "halt"
+            fused.append(
+                FusedNode(step.node.type, node_id, literals, upstream, key, observe, halts)
+            )
+            tags.update(step.node.tags)
+            if node_tasks.tag_type:
+                tags.add(step.node.type.qualified_name)
+                if step.node.type.pack:
+                    tags.add(pack_tag(step.node.type.pack))
+        keep = {
+            n
+            for n in segment.nodes
+            if n in self._wanted
+            or any(c in self._running and c not in inside for c in self._successors[n])
+        }
+        self._handed[segment.head] = {"upstream": external}
+        task = shared_task(segment.head, segment.name, tags)
+        spec = SharedTask(segment.kind, fused, keep, consumers, storage)
+        return task, {"task": spec, "external": external}
+
+    def _finish_shared(self, segment: Segment, state: State[Any] | BaseException) -> list[str]:
+        """Report every node of a shared task on its own; return those that produced."""
+        exc: BaseException | None = None
+        task_run_id = None
+        if isinstance(state, State):
+            task_run_id = state.state_details.task_run_id
+            if state.is_completed():
+                shared = _completed_value(state)
+            else:
+                found = state.result(raise_on_failure=False)
+                exc = found if isinstance(found, BaseException) else RuntimeError(str(found))
+                shared = getattr(exc, "shared_output", None)
+        else:
+            exc, shared = state, getattr(state, "shared_output", None)
+        run_id = str(task_run_id) if task_run_id else None
+        produced: list[str] = []
+        for node_id in segment.nodes:
+            if node_id in self.reports:
+                continue
+            step = self.plan.steps[node_id]
+            type_name = step.node.type.qualified_name
+            if shared is not None and node_id in shared.outputs:
+                output = shared.outputs[node_id]
+                if exc is not None or not isinstance(self.produced.get(node_id), PrefectFuture):
+                    # The task failed: its future holds no value for consumers.
+                    self.produced[node_id] = output
+                self._measured[node_id] = output.measured
+                self._report(
+                    NodeReport(
+                        node_id,
+                        type_name,
+                        NodeState.COMPLETED,
+                        output.duration_s,
+                        task_run_id=run_id,
+                        attempts=output.attempts,
+                    )
+                )
+                self._release_inputs(step)
+                produced.append(node_id)
+            elif shared is not None and node_id in shared.failures:
+                self._failed(node_id, shared.failures[node_id], run_id)
+            elif shared is not None:
+                self._block(node_id, "not run: the run stopped scheduling")
+            else:
+                # The task itself failed (a crash, a lost worker): its first node is
+                # blamed, and the failure's policy marks the rest.
+                assert exc is not None
+                self._failed(node_id, exc, run_id)
+        self._handed.pop(segment.head, {"upstream": {}})["upstream"].clear()
+        return produced
 
     # -- bookkeeping --------------------------------------------------------------
 
@@ -501,7 +715,10 @@ class GraphExecution:
                     upstream[port] = (value, None, binding.transform)
             elif binding.kind == "edge":
                 producer = self._producer(binding.source)
-                upstream[port] = (producer, binding.source_port, binding.transform)
+                source_port: Any = binding.source_port
+                if binding.source in self.units.unit_of and not isinstance(producer, NodeOutput):
+                    source_port = (binding.source, source_port)  # a SharedOutput's values
+                upstream[port] = (producer, source_port, binding.transform)
         arguments: dict[str, Any] = {
             "node_type": step.node.type,
             "node_id": step.node_id,
@@ -521,6 +738,15 @@ class GraphExecution:
             assert self.memory is not None
             produced = self.produced[node_id] = self.memory.restore(produced)
         return produced
+
+    def _output_of(self, node_id: str) -> NodeOutput:
+        """A finished node's ``NodeOutput``, out of its future or its shared task's."""
+        produced = self._producer(node_id)
+        if isinstance(produced, PrefectFuture):
+            produced = _completed_value(produced.state)
+        if isinstance(produced, SharedOutput):
+            produced = produced.output_of(node_id)
+        return produced  # type: ignore[no-any-return]
 
     def _replicate(self, node_id: str, future: PrefectFuture[Any]) -> None:
         assert self.replicate is not None
@@ -543,7 +769,7 @@ class GraphExecution:
             if isinstance(produced, PrefectFuture):
                 if not produced.state.is_completed():
                     continue
-                produced = _completed_value(produced.state)
+                produced = self._output_of(node_id)
             try:
                 spilled = self.memory.spill(node_id, produced)
             except (pickle.PicklingError, TypeError, AttributeError, OSError) as exc:
@@ -807,11 +1033,7 @@ class GraphExecution:
             report = self.reports.get(request.node)
             if report is None or not report.state.ok:
                 continue
-            produced = self._producer(request.node)
-            if isinstance(produced, PrefectFuture):
-                produced = _completed_value(produced.state)
-            output: NodeOutput = produced
-            outputs[request.name] = output.values[request.port]
+            outputs[request.name] = self._output_of(request.node).values[request.port]
         states = {r.state for r in self.reports.values()}
         if self.cancelled is not None and NodeState.PENDING in states:
             run_state = RunState.CANCELLED
@@ -839,6 +1061,11 @@ class GraphExecution:
             extra["replicated_to"] = dict(self.replicated)
         if self.memory is not None and self.memory.spilled:
             extra["spilled"] = list(self.memory.spilled)
+        if self.units.segments:
+            extra["shared_tasks"] = [
+                {"name": s.name, "kind": s.kind, "nodes": list(s.nodes)}
+                for s in self.units.segments
+            ]
         if self.cancel_noticed_at is not None:
             # When the run saw the cancel: later than the request by one check, or more
             # while the server is slow to answer.

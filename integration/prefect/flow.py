@@ -39,6 +39,7 @@ from integration.cache.history import record_run
 from integration.cache.keys import graph_keys
 from integration.config import (
     CachingConfig,
+    FusionConfig,
     MonitoringConfig,
     NodegraphConfig,
     ResourceManagementConfig,
@@ -52,6 +53,7 @@ from integration.graph.registry import NodeRegistry, PackSource
 from integration.graph.validate import BoundGraph, BoundNode, bind, resolve_inputs
 from integration.observability.instruments import RunInstruments
 from integration.observability.metrics import serve_metrics
+from integration.optimize import ExecutionOptimizer, NodeDurations, node_signature
 from integration.plan import Plan, make_plan
 from integration.prefect.execute import GraphExecution, NodeListener, NodeTasks
 from integration.prefect.heartbeat import flow_run_heartbeats, prefect_heartbeats_off
@@ -165,6 +167,8 @@ def flow_from_plan(
     resource_management: ResourceManagementConfig | None = None,
     monitoring: MonitoringConfig | None = None,
     cancel_check_seconds: float = 1.0,
+    fusion: FusionConfig | None = None,
+    durations: NodeDurations | None = None,
 ) -> Flow[..., dict[str, Any]]:
     """The Prefect flow that runs ``plan``.
 
@@ -181,6 +185,10 @@ def flow_from_plan(
     every node and overwrites what the cache held.
 
     ``monitoring`` says which events and artifacts runs publish (default: all).
+
+    ``fusion`` (default: off here; ``auto`` from the configuration) lets cheap nodes
+    share tasks and batchable ones share calls (``integration.optimize``), judged by
+    the recorded ``durations``, which every run adds to.
     """
     if strategy == "distributed":
         dask = dask or DaskSettings()
@@ -212,6 +220,17 @@ def flow_from_plan(
         for n in plan.order
     }
     state = _FlowState(plan, tasks, label, max_workers, caching, refresh, resume)
+    state.durations = durations
+    if fusion is not None and (fusion.mode != "off" or fusion.batching):
+        state.optimizer = ExecutionOptimizer(
+            plan,
+            mode=fusion.mode,
+            max_node_ms=fusion.max_node_ms,
+            policies={n: t.error_policy for n, t in tasks.items()},
+            durations=durations,
+            locking=caching is not None and caching.locking != "none",
+            batching=fusion.batching,
+        )
     state.pool = pool
     state.cancel_check_seconds = cancel_check_seconds
     state.monitoring = monitoring
@@ -264,9 +283,11 @@ class _FlowState:
     __slots__ = (
         "caching",
         "cancel_check_seconds",
+        "durations",
         "max_workers",
         "memory_limit",
         "monitoring",
+        "optimizer",
         "pool",
         "plan",
         "refresh",
@@ -299,6 +320,8 @@ class _FlowState:
         # Node task tag sets whose Prefect services start before each run (local runners)
         self.tag_sets: set[frozenset[str]] = set()
         self.cancel_check_seconds = 1.0
+        self.optimizer: ExecutionOptimizer | None = None
+        self.durations: NodeDurations | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_state_elsewhere, (self.plan.name,))
@@ -364,6 +387,7 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
                 terminate=getattr(flow_run.task_runner, "terminate", None) if flow_run else None,
                 instruments=instruments,
                 on_node_started=session.on_node_started if session else None,
+                optimizer=state.optimizer,
             )
             if instruments is not None:
                 instruments.start()
@@ -408,6 +432,8 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
                 PROGRESS_HOOKS.pop(flow_run_id, None)
     result.duration_s = time.perf_counter() - started
     result.strategy = state.strategy
+    if state.durations is not None:
+        _record_durations(state, result)
     result.flow_run_id = flow_run_id
     if instruments is not None:
         result.profile = instruments.finish(result, state.plan.graph.predecessors())
@@ -447,6 +473,17 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
     if not result.ok:
         raise GraphRunFailed(result)
     return result.outputs
+
+
+def _record_durations(state: _FlowState, result: RunResult) -> None:
+    """Add the nodes that ran to the duration history that fusion decisions read."""
+    assert state.durations is not None
+    steps = state.plan.steps
+    state.durations.record(
+        (node_signature(steps[node_id].node), report.duration_s)
+        for node_id, report in result.nodes.items()
+        if report.state == NodeState.COMPLETED and report.duration_s is not None
+    )
 
 
 def _instruments(state: _FlowState, run_id: str | None) -> RunInstruments | None:
@@ -600,6 +637,8 @@ def _configured_flow(
         resource_management=config.resource_management,
         monitoring=config.monitoring,
         cancel_check_seconds=config.execution.cancel_check_seconds,
+        fusion=config.execution.fusion,
+        durations=NodeDurations(cache_folder(config.caching)),
     )
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import anyio.to_thread
 from prefect.cache_policies import CachePolicy
 from prefect.filesystems import WritableFileSystem
-from prefect.results import ResultRecord
+from prefect.results import ResultRecord, ResultRecordMetadata, get_default_result_serializer
 
 from integration.cache.factory import cache_folder, hierarchy_for
 from integration.cache.hierarchy import CacheHierarchy
@@ -118,3 +118,19 @@ def load_cached_value(hierarchy: CacheHierarchy, key: str) -> tuple[Any, str, in
         return None
     payload, tier = found
     return ResultRecord.deserialize(payload).result, tier, len(payload)
+
+
+def store_result(hierarchy: CacheHierarchy, key: str, value: Any) -> int:
+    """Persist ``value`` under ``key`` as Prefect's result store would (a serialized
+    ``ResultRecord``), for nodes whose task is shared: fused and batched nodes keep
+    their own cache entries, readable by ``load_cached_value`` and by Prefect alike.
+    Returns the stored size in bytes."""
+    record = ResultRecord(
+        result=value,
+        metadata=ResultRecordMetadata(
+            serializer=get_default_result_serializer(), storage_key=key
+        ),
+    )
+    payload = record.serialize()
+    hierarchy.store_bytes(key, payload)
+    return len(payload)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextvars
 import copy
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from time import perf_counter
 from typing import Any
 
@@ -31,7 +31,7 @@ from integration.graph.transforms import TransformSpec, apply_transform
 from integration.graph.validate import BoundNode
 from integration.observability.measure import Measured, NodeMeasurement
 from integration.observability.tracing import current_from
-from integration.prefect.storage import NodeKeyPolicy
+from integration.prefect.storage import NodeKeyPolicy, store_result
 from integration.timeouts import call_with_timeout, invoke_in_process
 
 Upstream = tuple[Any, str | None, TransformSpec | None]
@@ -109,21 +109,7 @@ def execute_node(
     profile of the call and carries the node span's trace context, made current while
     the node runs.
     """
-    values = dict(literals)
-    for port, (producer, source_port, transform) in upstream.items():
-        value = producer if source_port is None else producer.values[source_port]
-        if transform is not None:
-            try:
-                value = apply_transform(transform, value)
-            except Exception as exc:
-                raise TransformError(
-                    f"node {node_id!r}: transform {transform.name!r} on input {port!r} "
-                    f"failed on {type(value).__name__}: {exc}"
-                ) from exc
-        values[port] = value
-    problems = node_type.check_inputs(values)
-    if problems:
-        raise NodeInputError(f"node {node_id!r}: " + "; ".join(problems))
+    values = gather_inputs(node_type, node_id, literals, upstream)
     run_context = TaskRunContext.get()
     if _stopped_runs and run_context and str(run_context.task_run.flow_run_id) in _stopped_runs:
         raise NodeNotStarted(f"node {node_id!r} did not start: the run stopped scheduling")
@@ -149,6 +135,29 @@ def execute_node(
         raise error
     measured = measurement.finish(outputs) if observe else None
     return NodeOutput(outputs, elapsed, max(attempt, 1), measured)
+
+
+def gather_inputs(
+    node_type: NodeType, node_id: str, literals: dict[str, Any], upstream: dict[str, Upstream]
+) -> dict[str, Any]:
+    """A node's input values: literals, plus upstream outputs read at their ports and
+    transformed; raises ``NodeInputError`` for values outside their ports' constraints."""
+    values = dict(literals)
+    for port, (producer, source_port, transform) in upstream.items():
+        value = producer if source_port is None else producer.values[source_port]
+        if transform is not None:
+            try:
+                value = apply_transform(transform, value)
+            except Exception as exc:
+                raise TransformError(
+                    f"node {node_id!r}: transform {transform.name!r} on input {port!r} "
+                    f"failed on {type(value).__name__}: {exc}"
+                ) from exc
+        values[port] = value
+    problems = node_type.check_inputs(values)
+    if problems:
+        raise NodeInputError(f"node {node_id!r}: " + "; ".join(problems))
+    return values
 
 
 def _call_node(
@@ -336,4 +345,286 @@ def fallback_task(
     task.name = task.task_run_name = f"{node.id}.fallback"
     task.tags = {fallback_type.qualified_name, *node.tags}
     task.timeout_seconds = timeout_seconds
+    return task
+
+
+class FusedNode:
+    """One node of a shared task (a fused segment or a batch), as the engine hands it.
+
+    ``upstream`` is shaped like ``Upstream`` but names producers by node id: one run
+    earlier in the same task, or one in the task's ``external`` mapping. A graph input
+    with a transform arrives as ``(value, None, transform)``.
+    """
+
+    __slots__ = ("cache_key", "halts", "literals", "node_id", "node_type", "observe", "upstream")
+
+    def __init__(
+        self,
+        node_type: NodeType,
+        node_id: str,
+        literals: dict[str, Any],
+        upstream: dict[str, Upstream],
+        cache_key: str | None,
+        observe: dict[str, Any] | None,
+        halts: bool,
+    ) -> None:
+        self.node_type = node_type
+        self.node_id = node_id
+        self.literals = literals
+        self.upstream = upstream
+        self.cache_key = cache_key
+        self.observe = observe
+        self.halts = halts
+
+
+class SharedTask:
+    """What a shared task runs: its nodes in order, whether they are a ``chain`` or a
+    ``batch``, the result storage their cache entries go to, and which outputs the
+    engine needs back (``keep``); other intermediate values are dropped once their
+    last consumer inside the task has run."""
+
+    __slots__ = ("consumers", "keep", "kind", "nodes", "storage")
+
+    def __init__(
+        self,
+        kind: str,
+        nodes: list[FusedNode],
+        keep: set[str],
+        consumers: dict[str, list[str]],
+        storage: Any = None,
+    ) -> None:
+        self.kind = kind
+        self.nodes = nodes
+        self.keep = keep
+        self.consumers = consumers  # consumers inside the task, by node id
+        self.storage = storage
+
+
+class SharedOutput:
+    """The nodes of a shared task that finished (``outputs``) and failed (``failures``).
+
+    Its ``values`` look up ``(node id, port)`` pairs, so a consumer in another task reads
+    a shared task's result as it reads a ``NodeOutput``.
+    """
+
+    __slots__ = ("failures", "outputs", "stored_bytes")
+
+    def __init__(self) -> None:
+        self.outputs: dict[str, NodeOutput] = {}
+        self.failures: dict[str, BaseException] = {}
+        self.stored_bytes = 0
+
+    @property
+    def values(self) -> _PairLookup:
+        return _PairLookup(self.outputs)
+
+    def output_of(self, node_id: str) -> NodeOutput:
+        return self.outputs[node_id]
+
+
+class _PairLookup:
+    __slots__ = ("outputs",)
+
+    def __init__(self, outputs: dict[str, NodeOutput]) -> None:
+        self.outputs = outputs
+
+    def __getitem__(self, pair: tuple[str, str]) -> Any:
+        return self.outputs[pair[0]].values[pair[1]]
+
+
+class SharedTaskFailed(NodegraphError):
+    """A node of a shared task failed. ``shared_output`` holds what finished, and the
+    failures by node; the engine reports each node on its own."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.shared_output: SharedOutput | None = None
+
+
+def _producer_output(
+    node_id: str, done: dict[str, NodeOutput], external: Mapping[str, Any]
+) -> NodeOutput:
+    found = done.get(node_id)
+    if found is not None:
+        return found
+    produced = external[node_id]
+    return produced.output_of(node_id) if isinstance(produced, SharedOutput) else produced
+
+
+def execute_shared(task: SharedTask, external: dict[str, Any]) -> SharedOutput:
+    """Run the nodes of a fused segment inline, in order, or a batch as one call.
+
+    Every node keeps its own input and output checks, timing and error: a failure is
+    recorded against its node, the nodes inside the task that depend on it do not run,
+    and the others go on (a ``halt`` node's failure stops the task). Each finished node
+    is stored under its own cache key. If any node failed the task raises
+    ``SharedTaskFailed`` (so the Prefect UI shows it failed), carrying what finished.
+    """
+    result = SharedOutput()
+    hierarchy = task.storage.hierarchy() if task.storage is not None else None
+    run_context = TaskRunContext.get()
+    flow_run_id = str(run_context.task_run.flow_run_id) if run_context else None
+
+    def finished(fused: FusedNode, output: NodeOutput) -> None:
+        result.outputs[fused.node_id] = output
+        if hierarchy is not None and fused.cache_key is not None:
+            result.stored_bytes += _store(hierarchy, fused.cache_key, output)
+
+    if task.kind == "batch":
+        _run_batch(task, external, result, flow_run_id, finished)
+    else:
+        _run_chain(task, external, result, flow_run_id, finished)
+    for node_id, output in result.outputs.items():
+        if node_id not in task.keep:
+            output.values = {}
+    if result.failures:
+        failed = ", ".join(
+            f"node {n!r}: {type(e).__name__}: {e}" for n, e in result.failures.items()
+        )
+        error = SharedTaskFailed(f"{len(result.failures)} node(s) failed in this task: {failed}")
+        error.shared_output = result
+        raise error
+    return result
+
+
+def _store(hierarchy: Any, key: str, output: NodeOutput) -> int:
+    try:
+        return store_result(hierarchy, key, output)
+    except Exception as exc:  # an unpicklable output: the node is done, uncached
+        logging.getLogger("nodegraph.cache").warning("could not cache %s: %s", key, exc)
+        return 0
+
+
+Finished = Callable[[FusedNode, NodeOutput], None]
+
+
+def _stopped(flow_run_id: str | None) -> bool:
+    return bool(_stopped_runs) and flow_run_id in _stopped_runs
+
+
+def _run_chain(
+    task: SharedTask,
+    external: dict[str, Any],
+    result: SharedOutput,
+    flow_run_id: str | None,
+    finished: Finished,
+) -> None:
+    done = result.outputs
+    blocked: set[str] = set()
+    left = {n: len(c) for n, c in task.consumers.items()}
+    for fused in task.nodes:
+        node_id = fused.node_id
+        if node_id in blocked:
+            blocked.update(task.consumers.get(node_id, ()))
+            continue
+        if _stopped(flow_run_id):
+            return  # the rest stays unreported here: the engine marks it pending
+        try:
+            upstream = {
+                port: (
+                    (producer, None, transform)
+                    if source_port is None
+                    else (_producer_output(producer, done, external), source_port, transform)
+                )
+                for port, (producer, source_port, transform) in fused.upstream.items()
+            }
+            if fused.observe is None and fused.node_type.context_param is None:
+                values = gather_inputs(fused.node_type, node_id, fused.literals, upstream)
+                start = perf_counter()
+                try:
+                    outputs = fused.node_type.invoke(values)
+                except BaseException as exc:
+                    _annotate(exc, perf_counter() - start, 1)
+                    raise
+                elapsed = perf_counter() - start
+                problems = fused.node_type.check_outputs(outputs)
+                if problems:
+                    raise NodeOutputError(f"node {node_id!r}: " + "; ".join(problems))
+                output = NodeOutput(outputs, elapsed)
+            else:
+                output = execute_node(
+                    fused.node_type, node_id, fused.literals, upstream, observe=fused.observe
+                )
+        except Exception as exc:
+            result.failures[node_id] = exc
+            blocked.update(task.consumers.get(node_id, ()))
+            if fused.halts:
+                return
+            continue
+        finished(fused, output)
+        # Release producers inside the task whose last consumer here has run.
+        for producer in {p for p, port, _ in fused.upstream.values() if port is not None}:
+            if producer in left:
+                left[producer] -= 1
+                if left[producer] == 0 and producer not in task.keep and producer in done:
+                    done[producer].values = {}
+
+
+def _run_batch(
+    task: SharedTask,
+    external: dict[str, Any],
+    result: SharedOutput,
+    flow_run_id: str | None,
+    finished: Finished,
+) -> None:
+    node_type = task.nodes[0].node_type
+    if _stopped(flow_run_id):
+        return
+    ready: list[tuple[FusedNode, dict[str, Any]]] = []
+    for fused in task.nodes:
+        try:
+            upstream = {
+                port: (
+                    (producer, None, transform)
+                    if source_port is None
+                    else (_producer_output(producer, {}, external), source_port, transform)
+                )
+                for port, (producer, source_port, transform) in fused.upstream.items()
+            }
+            ready.append((fused, gather_inputs(node_type, fused.node_id, fused.literals, upstream)))
+        except Exception as exc:
+            result.failures[fused.node_id] = exc
+    if not ready:
+        return
+    assert node_type.batch is not None
+    start = perf_counter()
+    try:
+        returned = list(node_type.batch([values for _, values in ready]))
+        if len(returned) != len(ready):
+            raise NodeOutputError(
+                f"batch function of {node_type.qualified_name!r} returned {len(returned)} "
+                f"result(s) for {len(ready)} input set(s)"
+            )
+    except Exception as exc:
+        elapsed = perf_counter() - start
+        for fused, _ in ready:
+            _annotate(exc, elapsed, 1)
+            result.failures[fused.node_id] = exc
+        return
+    share = (perf_counter() - start) / len(ready)
+    for (fused, _), value in zip(ready, returned, strict=True):
+        try:
+            outputs = node_type.split_outputs(value)
+            problems = node_type.check_outputs(outputs)
+            if problems:
+                raise NodeOutputError(f"node {fused.node_id!r}: " + "; ".join(problems))
+        except Exception as exc:
+            result.failures[fused.node_id] = exc
+            continue
+        finished(fused, NodeOutput(outputs, share))
+
+
+SHARED_TASK: Task[..., SharedOutput] = Task(
+    fn=execute_shared, name="segment", cache_policy=NO_CACHE, persist_result=False
+)
+
+
+def shared_task(head: str, run_name: str, tags: Iterable[str]) -> Task[..., SharedOutput]:
+    """The Prefect task of a fused segment or a batch: its task runs are named after
+    its nodes (``a→b→c``); the task itself after its first node, under which the Dask
+    runner finds the resources that every node of the task shares."""
+    task = copy.copy(SHARED_TASK)
+    task.name = head
+    task.task_run_name = run_name
+    task.tags = set(tags)
     return task
