@@ -94,7 +94,9 @@ def local_cluster(workers: int, threads: int) -> distributed.LocalCluster:
 def cluster_config(cluster: distributed.LocalCluster) -> NodegraphConfig:
     """nodegraph on ``cluster``, without type tags (stock tasks carry none)."""
     return NodegraphConfig(
-        execution=ExecutionConfig(dask_address=cluster.scheduler_address, tag_node_types=False)
+        execution=ExecutionConfig(
+            dask_address=cluster.scheduler_address, tag_node_types=False, fusion="off"
+        )
     )
 
 

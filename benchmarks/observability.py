@@ -55,7 +55,7 @@ def main() -> None:
     trace.set_tracer_provider(provider)
 
     registry = NodeRegistry.default(extra_paths=[HERE / "nodes"])
-    execution = ExecutionConfig(tag_node_types=False)
+    execution = ExecutionConfig(tag_node_types=False, fusion="off")
     configs = {
         "off": NodegraphConfig(execution=execution),
         "full": NodegraphConfig(

@@ -137,7 +137,7 @@ def main() -> None:
     for variant in variants:
         tagged = variant == "tagged"
         raw = graphs.RawFlows(tagged=tagged)
-        config = NodegraphConfig(execution=ExecutionConfig(tag_node_types=tagged))
+        config = NodegraphConfig(execution=ExecutionConfig(tag_node_types=tagged, fusion="off"))
         cases = [
             ("chain", "sequential", chain, raw_runner(raw.chain_sequential, args.nodes)),
             ("chain", "parallel", chain, raw_runner(raw.chain_parallel, args.nodes)),

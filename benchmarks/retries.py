@@ -78,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("prefect").setLevel(logging.ERROR)
     registry = NodeRegistry.default(extra_paths=[HERE / "nodes"])
-    config = NodegraphConfig(execution=ExecutionConfig(tag_node_types=False))
+    config = NodegraphConfig(execution=ExecutionConfig(tag_node_types=False, fusion="off"))
     rows = []
     print(
         f"{'strategy':10} {'clean flow':>10} {'retry flow':>10} {'ratio':>6}"

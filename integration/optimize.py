@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from integration.config import CachingConfig, FusionConfig
 from integration.graph.policy import ErrorPolicy
 from integration.graph.validate import BoundNode
 from integration.plan import Plan
@@ -194,6 +195,7 @@ class ExecutionOptimizer:
         self.locking = locking
         self.batching = batching
         self.decisions = {n: self._decide(plan.steps[n].node) for n in plan.order}
+        self._batch_keys: dict[str, Any] = {}
 
     # -- fusion ---------------------------------------------------------------------
 
@@ -289,6 +291,11 @@ class ExecutionOptimizer:
 
     def batch_key(self, node_id: str) -> Any:
         """Nodes with equal keys may share one batch call; ``None``: not batchable."""
+        if node_id not in self._batch_keys:
+            self._batch_keys[node_id] = self._batch_key(node_id)
+        return self._batch_keys[node_id]
+
+    def _batch_key(self, node_id: str) -> Any:
         node = self.plan.steps[node_id].node
         if not self.batching or node.type.batch is None:
             return None
@@ -364,6 +371,31 @@ class ExecutionOptimizer:
         )
 
 
+def effective_policy(node: BoundNode, default: ErrorPolicy) -> ErrorPolicy:
+    """A node's policy as it applies: its own (over its type's) over the default."""
+    return (node.policy or ErrorPolicy()).merged_over(default)
+
+
+def optimizer_for(
+    plan: Plan,
+    fusion: FusionConfig,
+    default_policy: ErrorPolicy,
+    durations: NodeDurations | None,
+    caching: CachingConfig | None,
+) -> ExecutionOptimizer:
+    """The plan's optimizer as configured: nodes judged by their effective policies and
+    their recorded ``durations``."""
+    return ExecutionOptimizer(
+        plan,
+        mode=fusion.mode,
+        max_node_ms=fusion.max_node_ms,
+        policies={n: effective_policy(plan.steps[n].node, default_policy) for n in plan.order},
+        durations=durations,
+        locking=caching is not None and caching.enable and caching.locking != "none",
+        batching=fusion.batching,
+    )
+
+
 @dataclass
 class Units:
     """How the nodes of a run group into tasks: ``unit_of`` maps every fused or batched
@@ -388,3 +420,34 @@ class Units:
     def members(self, head: str) -> tuple[str, ...]:
         segment = self.unit_of.get(head)
         return (head,) if segment is None else segment.nodes
+
+
+def optimization_report(optimizer: ExecutionOptimizer, strategy: str) -> dict[str, Any]:
+    """What ``nodegraph plan`` shows of the optimizer, as if nothing were cached: the
+    segments, the batches, why other nodes keep their own task, and the branches."""
+    plan = optimizer.plan
+    segments = optimizer.fuse_nodes(plan.order, chains_only=strategy != "sequential")
+    batches = [
+        batch for level in plan.levels for batch in optimizer.batch_similar_operations(level)
+    ]
+    fused = {n for segment in segments for n in segment.nodes}
+    batched = {n for batch in batches for n in batch.nodes}
+    own_task: dict[str, list[str]] = {}
+    for node_id in plan.order:
+        if node_id not in fused and node_id not in batched:
+            decision = optimizer.decisions[node_id]
+            reason = "no fusible neighbour" if decision.fusible else decision.reason
+            own_task.setdefault(reason, []).append(node_id)
+    branches = optimizer.parallelize_branches()
+    tasks = len(plan.order) - len(fused) - len(batched) + len(segments) + len(batches)
+    return {
+        "fusion": optimizer.mode,
+        "strategy": strategy,
+        "tasks": tasks,
+        "segments": [{"name": s.name, "nodes": list(s.nodes)} for s in segments],
+        "batches": [{"name": b.name, "nodes": list(b.nodes)} for b in batches],
+        "own_task": own_task,
+        "parallelism": branches.widths,
+        "critical_path": branches.critical_path,
+        "critical_path_ms": branches.critical_path_ms,
+    }

@@ -12,8 +12,6 @@ from prefect.settings.context import get_current_settings
 
 import integration
 
-pytestmark = pytest.mark.integration
-
 ONE_NODE = {
     "name": "beating",
     "nodes": [{"id": "a", "type": "core.add", "params": {"a": 1, "b": 2}}],
@@ -35,6 +33,7 @@ def _heartbeats(flow_run_id: str, limit_s: float = 30) -> list:
             time.sleep(0.2)
 
 
+@pytest.mark.integration
 def test_a_run_sends_its_heartbeat_and_restores_prefects_setting(prefect_server, registry):
     before = get_current_settings().flows.heartbeat_frequency
     result = integration.run(ONE_NODE, registry=registry, cache=False)
@@ -49,8 +48,33 @@ def test_a_run_sends_its_heartbeat_and_restores_prefects_setting(prefect_server,
     assert events[0].resource.name
 
 
+@pytest.mark.integration
 def test_a_graph_flow_called_directly_keeps_prefects_heartbeats(prefect_server, registry):
     flow = integration.to_flow(ONE_NODE, registry=registry, cache=False)
     state = flow(return_state=True)
     assert state.is_completed()
     assert len(_heartbeats(str(state.state_details.flow_run_id))) == 1
+
+
+def test_heartbeats_off_reuses_its_settings_and_follows_changed_ones():
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+    from prefect.settings import temporary_settings as prefect_temporary_settings
+
+    from integration.prefect.heartbeat import prefect_heartbeats_off
+
+    with prefect_temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 45}):
+        outer = get_current_settings()
+        with prefect_heartbeats_off() as seconds:
+            first = get_current_settings()
+        with prefect_heartbeats_off():
+            second = get_current_settings()
+        assert seconds == 45 and first.flows.heartbeat_frequency is None
+        assert second is first  # made once while the settings stay the same
+        # Everything else is the caller's.
+        assert first.api.url == outer.api.url and first.home == outer.home
+        with prefect_temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+            with prefect_heartbeats_off():
+                changed = get_current_settings()
+        assert changed is not first and changed.api.url == "http://127.0.0.1:9/api"
+        assert changed.flows.heartbeat_frequency is None
+        assert get_current_settings() is outer

@@ -14,9 +14,8 @@ from prefect.client.orchestration import get_client
 import integration
 from integration.config import ExecutionConfig, NodegraphConfig
 from integration.graph import GraphValidationError, bind, load_graph
-from integration.graph.policy import ErrorPolicy
+from integration.graph.policy import ErrorPolicy, default_policy
 from integration.prefect.execute import NodeTasks
-from integration.prefect.flow import default_policy
 from integration.result import NodeState, RunState
 
 pytestmark = pytest.mark.integration

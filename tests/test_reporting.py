@@ -328,7 +328,9 @@ def test_task_runs_are_tagged_with_node_type_and_pack_unless_switched_off(prefec
     assert sorted(runs["shout"].tags) == ["core.upper", "pack:core"]
     assert sorted(runs["greeting"].tags) == ["core.format", "pack:core"]
 
-    config = NodegraphConfig(execution=ExecutionConfig(tag_node_types=False))
+    # Fusion off: the first run recorded how cheap these nodes are; fused, they would
+    # share one task run.
+    config = NodegraphConfig(execution=ExecutionConfig(tag_node_types=False, fusion="off"))
     untagged = integration.run(EXAMPLES / "hello.yaml", registry=registry, config=config)
     assert all(r.tags == [] for r in _task_runs(untagged.flow_run_id, 4).values())
 

@@ -8,8 +8,7 @@ import integration
 from integration.config import ExecutionConfig, NodegraphConfig
 from integration.errors import GraphLoadError
 from integration.graph import bind, load_graph
-from integration.graph.policy import ErrorPolicy, RetryPolicy
-from integration.prefect.flow import default_retry
+from integration.graph.policy import ErrorPolicy, RetryPolicy, default_retry
 from integration.prefect.tasks import RetryCondition, node_task
 from integration.result import NodeState
 

@@ -23,6 +23,7 @@ import typer
 import yaml
 from rich.console import Console
 
+from integration.cache.factory import cache_folder
 from integration.cli import remote, render
 from integration.cli.cache import cache_app
 from integration.cli.comfy import comfy_app
@@ -42,6 +43,8 @@ from integration.config import NodegraphConfig
 from integration.errors import ConfigError, GraphLoadError, NodegraphError
 from integration.graph import Graph, GraphValidationError, NodeRegistry, bind, load_graph
 from integration.graph.model import graph_json_schema
+from integration.graph.policy import default_policy
+from integration.optimize import NodeDurations, optimization_report, optimizer_for
 from integration.plan import make_plan
 from integration.result import RunResult, RunState
 
@@ -337,8 +340,10 @@ def plan(
     as_json: JsonOption = False,
     config_file: ConfigOption = None,
     nodes: NodesOption = None,
+    strategy: StrategyOption = None,
 ) -> None:
-    """Show what a run would execute: the order and the levels that run side by side."""
+    """Show what a run would execute: the order, the levels that run side by side, the
+    critical path, and the nodes that share a task (fused segments and batches)."""
     try:
         config = _config(config_file, nodes)
         registry = _registry(config)
@@ -350,14 +355,22 @@ def plan(
                 "'nodegraph validate' to check it"
             )
         the_plan = make_plan(bind(graph, registry), output)
+        optimizer = optimizer_for(
+            the_plan,
+            config.execution.fusion,
+            default_policy(config),
+            NodeDurations(cache_folder(config.caching)),
+            config.caching,
+        )
+        report = optimization_report(optimizer, strategy or config.execution.strategy)
     except GraphValidationError as exc:
         raise _invalid(exc, as_json) from None
     except NodegraphError as exc:
         raise _fail(str(exc), as_json) from None
     if as_json:
-        print(json.dumps(the_plan.to_dict()))
+        print(json.dumps({**the_plan.to_dict(), "optimizer": report}))
     else:
-        render.plan(out, the_plan)
+        render.plan(out, the_plan, report)
 
 
 @app.command("nodes")

@@ -250,18 +250,43 @@ def problems(console: Console, error: GraphValidationError) -> None:
     console.print(table)
 
 
-def plan(console: Console, the_plan: Plan) -> None:
+def plan(console: Console, the_plan: Plan, optimizer: dict[str, Any] | None = None) -> None:
     console.print(
         f"[bold]{the_plan.name}[/]: {len(the_plan.order)} nodes, {len(the_plan.levels)} levels"
     )
-    table = Table("level", "nodes (run side by side)")
+    table = Table("level", "width", "nodes (run side by side)")
     for depth, group in enumerate(the_plan.levels):
-        table.add_row(str(depth), ", ".join(group))
+        table.add_row(str(depth), str(len(group)), ", ".join(group))
     console.print(table)
     console.print("order: " + " → ".join(the_plan.order), overflow="fold")
+    if optimizer is not None:
+        _optimizer(console, optimizer)
     skipped = sorted(set(the_plan.graph.nodes) - set(the_plan.steps))
     if skipped:
         console.print(f"not needed for the requested outputs: {', '.join(skipped)}", style="dim")
+
+
+def _optimizer(console: Console, report: dict[str, Any]) -> None:
+    timed = report["critical_path_ms"]
+    length = f", {timed:.2f} ms recorded" if timed is not None else ""
+    console.print(
+        f"critical path ({len(report['critical_path'])} nodes{length}): "
+        + " → ".join(report["critical_path"]),
+        overflow="fold",
+    )
+    console.print(
+        f"tasks: {report['tasks']} for {sum(report['parallelism'])} nodes "
+        f"(fusion {report['fusion']}, {report['strategy']} strategy)"
+    )
+    if report["segments"] or report["batches"]:
+        shared = Table("shared task", "kind", "nodes")
+        for kind in ("segments", "batches"):
+            for entry in report[kind]:
+                shared.add_row(entry["name"], kind[:-1].rstrip("e"), str(len(entry["nodes"])))
+        console.print(shared)
+    for reason, nodes in report["own_task"].items():
+        shown = ", ".join(nodes[:8]) + (f", … ({len(nodes)})" if len(nodes) > 8 else "")
+        console.print(f"own task ({reason}): {shown}", style="dim", overflow="fold")
 
 
 def node_types(console: Console, types: Iterable[NodeType]) -> None:

@@ -25,11 +25,14 @@ field by field (``on_error:``), and ``execution.retry_attempts``, ``retry_delay`
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from integration.errors import ErrorType, classify_exception
+
+if TYPE_CHECKING:
+    from integration.config import NodegraphConfig
 
 # Which failures a retry may help by default: not bad inputs, not a failed upstream.
 DEFAULT_RETRY_ON = (ErrorType.RUNTIME.value, ErrorType.TIMEOUT.value, ErrorType.RESOURCE.value)
@@ -151,3 +154,18 @@ class ErrorPolicy(BaseModel):
             action=self.action if own_action else default.action,
             fallback=self.fallback if own_action else default.fallback,
         )
+
+
+def default_policy(config: NodegraphConfig) -> ErrorPolicy:
+    """The policy the configuration gives nodes: retries and timeout."""
+    return ErrorPolicy(
+        retry=default_retry(config), timeout_seconds=config.execution.timeout_seconds
+    )
+
+
+def default_retry(config: NodegraphConfig) -> RetryPolicy | None:
+    """The retry policy ``execution.retry_attempts`` / ``retry_delay`` give, if any."""
+    attempts = config.execution.retry_attempts
+    if attempts <= 0:
+        return None
+    return RetryPolicy(attempts=attempts, delay_seconds=config.execution.retry_delay)

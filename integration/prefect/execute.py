@@ -320,16 +320,23 @@ class GraphExecution:
         return self.halted_at is not None or self.cancelled is not None
 
     def run_sequential(self) -> RunResult:
+        order = self.executing
+        groups = self._batch_groups()
+        if groups:
+            # Level by level, so that every node of a batch group is ready at its first.
+            level = {n: self.plan.steps[n].level for n in order}
+            order = sorted(order, key=lambda n: level[n])
         if self.optimizer is not None:
-            self.units = Units.of(self.optimizer.fuse_nodes(self.executing, chains_only=False))
-        for position, node_id in enumerate(self.executing):
+            self.units = Units.of(self.optimizer.fuse_nodes(order, chains_only=False))
+        for node_id in order:
             if self.stopping:
                 break
             if node_id in self.reports:
                 continue  # already marked by a failure upstream, or ran in a shared task
             segment = self.units.unit_of.get(node_id)
-            if segment is None:
-                segment = self._batch_from(node_id, self.executing[position + 1 :])
+            if segment is None and node_id in groups:
+                others = [m for m in groups[node_id] if m != node_id and m not in self.reports]
+                segment = self._batch([node_id, *others])
             if segment is not None:
                 self._started.update(segment.nodes)
                 task, arguments = self._shared(segment)
@@ -395,6 +402,11 @@ class GraphExecution:
                 if any(port.broadcast for port in steps[node_id].node.type.outputs.values())
             }
             no_prefetch |= {head(c) for n in broadcasting for c in self._successors[n]}
+        # Batchable nodes wait for the rest of their group (same type, params, level)
+        # to be ready, then run as one batch; they are never prefetched.
+        groups = self._batch_groups()
+        no_prefetch |= set(groups)
+        held: dict[tuple[str, ...], set[str]] = {}
         waiting: list[tuple[int, str]] = []  # ready, but their resources are taken
         ready = [(position[n], n) for n in heads if not_done[n] == 0]
         heapq.heapify(ready)
@@ -431,17 +443,17 @@ class GraphExecution:
                     ):
                         heapq.heappush(lookahead, (position[consumer], consumer))
 
+        def complete(group: tuple[str, ...]) -> bool:
+            return all(m in held[group] or m in self.reports for m in group)
+
         def take_batch(node_id: str) -> None:
-            """Make ``node_id`` the head of a batch of the ready nodes like it, if any."""
-            if self.optimizer is None or self.optimizer.batch_key(node_id) is None:
-                return
-            pending = [n for _, n in ready if n not in submitted and n not in self.reports]
-            segment = self._batch_from(node_id, pending)
-            if segment is None:
-                return
-            taken = set(segment.nodes)
-            ready[:] = [entry for entry in ready if entry[1] not in taken]
-            heapq.heapify(ready)
+            """Make ``node_id`` the head of a batch of its group's held nodes."""
+            group = groups[node_id]
+            members = [node_id] + [
+                m for m in group if m != node_id and m in held[group] and m not in self.reports
+            ]
+            del held[group]
+            self._batch(members)
 
         def pump() -> None:
             if self.stopping:
@@ -450,11 +462,21 @@ class GraphExecution:
                 ready.extend(waiting)
                 heapq.heapify(ready)
                 waiting.clear()
+            for group, members in list(held.items()):
+                # A member was marked (its producer failed): the rest need not wait.
+                pending = sorted(m for m in members if m not in self.reports)
+                if complete(group) and pending and pending[0] not in submitted:
+                    heapq.heappush(ready, (position[pending[0]], pending[0]))
             while ready:
                 entry = heapq.heappop(ready)
                 node_id = entry[1]
                 if node_id in submitted or node_id in self.reports:
                     continue
+                group = groups.get(node_id)
+                if group is not None:
+                    held.setdefault(group, set()).add(node_id)
+                    if not complete(group):
+                        continue  # held until its group is ready
                 need = needs.get(node_id)
                 if need is not None:
                     assert self.pool is not None
@@ -462,7 +484,8 @@ class GraphExecution:
                         waiting.append(entry)
                         continue
                     self._reserved[node_id] = need
-                take_batch(node_id)
+                if group is not None:
+                    take_batch(node_id)
                 submit(node_id)
             while lookahead and len(in_flight) < window:
                 _, node_id = heapq.heappop(lookahead)
@@ -483,7 +506,8 @@ class GraphExecution:
                     assert self.pool is not None
                     self.pool.wait_for_resources(need)
                     self._reserved[entry[1]] = need
-                    take_batch(entry[1])
+                    if entry[1] in groups and groups[entry[1]] in held:
+                        take_batch(entry[1])
                     submit(entry[1])
                     continue
                 unit, is_fallback, future = finished.get()
@@ -562,26 +586,19 @@ class GraphExecution:
 
     # -- shared tasks (fused segments and batches) ------------------------------------
 
-    def _batch_from(self, node_id: str, candidates: list[str]) -> Segment | None:
-        """A batch headed by ``node_id`` with the candidates (ready, or later in a
-        sequential run with their producers done) that share its batch key."""
+    def _batch_groups(self) -> dict[str, tuple[str, ...]]:
+        """Each batchable node's group: the nodes that may share its batch call."""
         if self.optimizer is None:
-            return None
-        key = self.optimizer.batch_key(node_id)
-        if key is None:
-            return None
-        limit = self.plan.steps[node_id].node.type.max_batch
-        members = [node_id]
-        for other in candidates:
-            if len(members) >= limit:
-                break
-            if other in self.reports or other in self.units.unit_of:
-                continue
-            if self.optimizer.batch_key(other) != key:
-                continue
-            producers = self.plan.steps[other].upstream
-            if all(u not in self._running or u in self.reports for u in producers):
-                members.append(other)
+            return {}
+        return {
+            node_id: batch.nodes
+            for batch in self.optimizer.batch_similar_operations(self.executing)
+            for node_id in batch.nodes
+        }
+
+    def _batch(self, members: list[str]) -> Segment | None:
+        """A batch of ``members`` (the first is its head), or ``None`` for fewer than
+        two: a lone node runs its plain function in a task of its own."""
         if len(members) < 2:
             return None
         segment = Segment(tuple(members), kind="batch")
@@ -602,24 +619,17 @@ class GraphExecution:
         for node_id in segment.nodes:
             step = self.plan.steps[node_id]
             node_tasks = self.tasks[node_id]
-            literals: dict[str, Any] = {}
-            upstream: dict[str, Upstream] = {}
-            for port, binding in step.bindings.items():
-                if binding.kind == "param":
-                    literals[port] = binding.value
-                elif binding.kind == "input":
-                    value = self.inputs[binding.source_port]
-                    if binding.transform is None:
-                        literals[port] = value
-                    else:
-                        upstream[port] = (value, None, binding.transform)
-                elif binding.kind == "edge":
-                    source = binding.source
-                    if source in inside:
-                        consumers.setdefault(source, []).append(node_id)
-                    elif source not in external:
-                        external[source] = self._producer(source)
-                    upstream[port] = (source, binding.source_port, binding.transform)
+
+            def by_id(source: str, port: str, node_id: str = node_id) -> tuple[Any, Any]:
+                if source in inside:
+                    readers = consumers.setdefault(source, [])
+                    if node_id not in readers:  # two ports may read one producer
+                        readers.append(node_id)
+                elif source not in external:
+                    external[source] = self._producer(source)
+                return source, port
+
+            literals, upstream = self._bound_inputs(step, by_id)
             key = self._key(node_id)
             if key is not None:
                 storage = node_tasks.storage
@@ -701,7 +711,11 @@ class GraphExecution:
 
     # -- bookkeeping --------------------------------------------------------------
 
-    def _arguments(self, step: PlanStep) -> dict[str, Any]:
+    def _bound_inputs(
+        self, step: PlanStep, producer: Callable[[str, str], tuple[Any, Any]]
+    ) -> tuple[dict[str, Any], dict[str, Upstream]]:
+        """A node's literal inputs, and its upstream inputs as ``producer(source node,
+        port)`` says to reach them (graph inputs with a transform are upstream too)."""
         literals: dict[str, Any] = {}
         upstream: dict[str, Upstream] = {}
         for port, binding in step.bindings.items():
@@ -714,11 +728,18 @@ class GraphExecution:
                 else:
                     upstream[port] = (value, None, binding.transform)
             elif binding.kind == "edge":
-                producer = self._producer(binding.source)
-                source_port: Any = binding.source_port
-                if binding.source in self.units.unit_of and not isinstance(producer, NodeOutput):
-                    source_port = (binding.source, source_port)  # a SharedOutput's values
-                upstream[port] = (producer, source_port, binding.transform)
+                source, source_port = producer(binding.source, binding.source_port)
+                upstream[port] = (source, source_port, binding.transform)
+        return literals, upstream
+
+    def _arguments(self, step: PlanStep) -> dict[str, Any]:
+        def producer(source: str, port: str) -> tuple[Any, Any]:
+            produced = self._producer(source)
+            if source in self.units.unit_of and not isinstance(produced, NodeOutput):
+                return produced, (source, port)  # a SharedOutput's values
+            return produced, port
+
+        literals, upstream = self._bound_inputs(step, producer)
         arguments: dict[str, Any] = {
             "node_type": step.node.type,
             "node_id": step.node_id,

@@ -48,12 +48,18 @@ from integration.config import (
 from integration.errors import ConfigError, NodegraphError
 from integration.graph.context import ProgressHook
 from integration.graph.load import GraphSource, load_graph
-from integration.graph.policy import ErrorPolicy, RetryPolicy
+from integration.graph.policy import ErrorPolicy, default_policy
 from integration.graph.registry import NodeRegistry, PackSource
-from integration.graph.validate import BoundGraph, BoundNode, bind, resolve_inputs
+from integration.graph.validate import BoundGraph, bind, resolve_inputs
 from integration.observability.instruments import RunInstruments
 from integration.observability.metrics import serve_metrics
-from integration.optimize import ExecutionOptimizer, NodeDurations, node_signature
+from integration.optimize import (
+    ExecutionOptimizer,
+    NodeDurations,
+    effective_policy,
+    node_signature,
+    optimizer_for,
+)
 from integration.plan import Plan, make_plan
 from integration.prefect.execute import GraphExecution, NodeListener, NodeTasks
 from integration.prefect.heartbeat import flow_run_heartbeats, prefect_heartbeats_off
@@ -214,7 +220,7 @@ def flow_from_plan(
             tag_node_types,
             storage,
             policy,
-            _effective_policy(plan.steps[n].node, defaults),
+            effective_policy(plan.steps[n].node, defaults),
             kill_on_timeout=processes,
         )
         for n in plan.order
@@ -222,15 +228,7 @@ def flow_from_plan(
     state = _FlowState(plan, tasks, label, max_workers, caching, refresh, resume)
     state.durations = durations
     if fusion is not None and (fusion.mode != "off" or fusion.batching):
-        state.optimizer = ExecutionOptimizer(
-            plan,
-            mode=fusion.mode,
-            max_node_ms=fusion.max_node_ms,
-            policies={n: t.error_policy for n, t in tasks.items()},
-            durations=durations,
-            locking=caching is not None and caching.locking != "none",
-            batching=fusion.batching,
-        )
+        state.optimizer = optimizer_for(plan, fusion, defaults, durations, caching)
     state.pool = pool
     state.cancel_check_seconds = cancel_check_seconds
     state.monitoring = monitoring
@@ -266,10 +264,6 @@ def _packs(plan: Plan) -> list[PackSource]:
             if node_type is not None and node_type.pack_source is not None:
                 sources[node_type.pack_source] = None
     return list(sources)
-
-
-def _effective_policy(node: BoundNode, default: ErrorPolicy) -> ErrorPolicy:
-    return (node.policy or ErrorPolicy()).merged_over(default)
 
 
 class _FlowState:
@@ -661,21 +655,6 @@ def dask_settings(config: NodegraphConfig) -> DaskSettings:
         gpus=execution.gpus,
         spill_fraction=config.resource_management.offload_threshold,
     )
-
-
-def default_policy(config: NodegraphConfig) -> ErrorPolicy:
-    """The policy the configuration gives nodes: retries and timeout."""
-    return ErrorPolicy(
-        retry=default_retry(config), timeout_seconds=config.execution.timeout_seconds
-    )
-
-
-def default_retry(config: NodegraphConfig) -> RetryPolicy | None:
-    """The retry policy ``execution.retry_attempts`` / ``retry_delay`` give, if any."""
-    attempts = config.execution.retry_attempts
-    if attempts <= 0:
-        return None
-    return RetryPolicy(attempts=attempts, delay_seconds=config.execution.retry_delay)
 
 
 def run(

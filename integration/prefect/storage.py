@@ -127,9 +127,7 @@ def store_result(hierarchy: CacheHierarchy, key: str, value: Any) -> int:
     Returns the stored size in bytes."""
     record = ResultRecord(
         result=value,
-        metadata=ResultRecordMetadata(
-            serializer=get_default_result_serializer(), storage_key=key
-        ),
+        metadata=ResultRecordMetadata(serializer=get_default_result_serializer(), storage_key=key),
     )
     payload = record.serialize()
     hierarchy.store_bytes(key, payload)

@@ -570,6 +570,8 @@ def _run_batch(
     node_type = task.nodes[0].node_type
     if _stopped(flow_run_id):
         return
+    # A batch function sees every port, as the node function would with its defaults.
+    defaults = {name: p.default for name, p in node_type.inputs.items() if not p.required}
     ready: list[tuple[FusedNode, dict[str, Any]]] = []
     for fused in task.nodes:
         try:
@@ -581,7 +583,8 @@ def _run_batch(
                 )
                 for port, (producer, source_port, transform) in fused.upstream.items()
             }
-            ready.append((fused, gather_inputs(node_type, fused.node_id, fused.literals, upstream)))
+            values = gather_inputs(node_type, fused.node_id, fused.literals, upstream)
+            ready.append((fused, {**defaults, **values}))
         except Exception as exc:
             result.failures[fused.node_id] = exc
     if not ready:

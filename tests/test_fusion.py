@@ -1,0 +1,422 @@
+"""The execution optimizer: fusion, batching and branch analysis.
+
+The first tests are plain planning (no Prefect); the rest run graphs against the
+session's real Prefect server, and one on the real Dask cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+import integration
+from integration.config import ExecutionConfig, FusionConfig, NodegraphConfig, load_config
+from integration.errors import ConfigError, ErrorType
+from integration.graph import bind, load_graph
+from integration.graph.policy import ErrorPolicy
+from integration.optimize import (
+    ExecutionOptimizer,
+    NodeDurations,
+    Segment,
+    node_signature,
+    optimization_report,
+)
+from integration.plan import make_plan
+from integration.result import NodeState
+
+
+def chain(n: int, node_type: str = "testpack.cheap_inc", **params: Any) -> dict[str, Any]:
+    nodes = [{"id": f"c{i}", "type": node_type, "params": dict(params)} for i in range(n)]
+    edges = [{"from": f"c{i}.out", "to": f"c{i + 1}.x"} for i in range(n - 1)]
+    return {
+        "name": f"chain-{n}",
+        "nodes": nodes,
+        "edges": edges,
+        "outputs": {"end": f"c{n - 1}.out"},
+    }
+
+
+def diamond() -> dict[str, Any]:
+    """top -> a1 -> a2 -> join, top -> b1 -> b2 -> join (two chains side by side)."""
+    cheap = "testpack.cheap_inc"
+    nodes = [{"id": n, "type": cheap} for n in ("top", "a1", "a2", "b1", "b2")]
+    nodes.append({"id": "join", "type": "core.add"})
+    edges = [
+        {"from": "top.out", "to": "a1.x"},
+        {"from": "a1.out", "to": "a2.x"},
+        {"from": "top.out", "to": "b1.x"},
+        {"from": "b1.out", "to": "b2.x"},
+        {"from": "a2.out", "to": "join.a"},
+        {"from": "b2.out", "to": "join.b"},
+    ]
+    return {"name": "diamond", "nodes": nodes, "edges": edges, "outputs": {"sum": "join.out"}}
+
+
+def optimizer(doc, registry, **kwargs) -> ExecutionOptimizer:
+    plan = make_plan(bind(load_graph(doc), registry))
+    return ExecutionOptimizer(plan, **kwargs)
+
+
+# -- planning ---------------------------------------------------------------------------
+
+
+def test_parallel_strategies_fuse_chains_never_levels(registry):
+    found = optimizer(diamond(), registry, mode="auto")
+    segments = found.fuse_nodes(found.plan.order, chains_only=True)
+    # top has two consumers, so it ends its chain; the branches stay side by side.
+    assert sorted(s.nodes for s in segments) == [("a1", "a2"), ("b1", "b2")]
+    # core.add has no declared cost and no history: it keeps its own task in auto mode.
+    assert not found.fusible("join")
+    assert found.decisions["join"].reason == "no recorded duration yet"
+
+
+def test_sequential_fuses_runs_of_consecutive_nodes(registry):
+    found = optimizer(diamond(), registry, mode="auto")
+    segments = found.fuse_nodes(found.plan.order, chains_only=False)
+    # Nothing runs side by side here, so any run of consecutive fusible nodes is one.
+    assert found.plan.order[-1] == "join"
+    assert [s.nodes for s in segments] == [tuple(found.plan.order[:-1])]
+
+
+def test_policies_and_resources_keep_a_task_of_their_own(registry):
+    doc = chain(6)
+    doc["nodes"][1]["on_error"] = {"retry": {"attempts": 2}}
+    doc["nodes"][2]["on_error"] = {"timeout_seconds": 5}
+    doc["nodes"][3]["on_error"] = {"fallback": {"outputs": {"out": 0}}}
+    doc["nodes"][4]["resources"] = {"gpu_count": 1}
+    found = optimizer(doc, registry, mode="aggressive")
+    reasons = {n: found.decisions[n].reason for n in ("c1", "c2", "c3", "c4")}
+    assert reasons == {
+        "c1": "has retries",
+        "c2": "has a timeout",
+        "c3": "has a fallback",
+        "c4": "has a GPU",
+    }
+    assert found.fuse_nodes(found.plan.order, chains_only=True) == []
+    # The configuration's default policy counts as the node's own.
+    defaults = {n: ErrorPolicy(timeout_seconds=3) for n in found.plan.order}
+    strict = optimizer(chain(3), registry, mode="aggressive", policies=defaults)
+    assert not any(strict.fusible(n) for n in strict.plan.order)
+
+
+def test_different_resources_do_not_share_a_task(registry):
+    doc = chain(4)
+    for node in doc["nodes"][2:]:
+        node["resources"] = {"cpu_cores": 1}
+    found = optimizer(doc, registry, mode="aggressive")
+    assert [s.nodes for s in found.fuse_nodes(found.plan.order, chains_only=True)] == [
+        ("c0", "c1"),
+        ("c2", "c3"),
+    ]
+
+
+def test_auto_mode_reads_recorded_medians(registry, tmp_path):
+    doc = chain(3, node_type="core.add", b=1)
+    doc["nodes"][0]["params"]["a"] = 0
+    for i in range(1, 3):
+        doc["edges"][i - 1]["to"] = f"c{i}.a"
+    plan = make_plan(bind(load_graph(doc), registry))
+    durations = NodeDurations(tmp_path)
+    signature = node_signature(plan.steps["c1"].node)
+    assert signature == node_signature(plan.steps["c2"].node)  # same type and params
+    durations.record([(signature, 0.0005), (signature, 0.0007)])
+    durations.record([(node_signature(plan.steps["c0"].node), 0.050)])
+    fresh = NodeDurations(tmp_path)  # read back from the file
+    assert fresh.median_ms(signature) == pytest.approx(0.6)
+    found = ExecutionOptimizer(plan, mode="auto", max_node_ms=2.0, durations=fresh)
+    assert found.decisions["c0"].reason == "median 50.00 ms >= 2 ms"
+    assert [s.nodes for s in found.fuse_nodes(plan.order, chains_only=True)] == [("c1", "c2")]
+    assert ExecutionOptimizer(plan, mode="off", durations=fresh).fuse_nodes(plan.order, True) == []
+
+
+def test_duration_history_survives_a_corrupt_file(tmp_path):
+    (tmp_path / ".durations.json").write_text("{not json")
+    durations = NodeDurations(tmp_path)
+    assert durations.median_ms("x") is None
+    durations.record([("x", 0.001)])
+    assert json.loads((tmp_path / ".durations.json").read_text()) == {"x": [0.001]}
+
+
+def test_segment_names_list_their_nodes_and_shorten_long_ones():
+    assert Segment(("a", "b", "c")).name == "a→b→c"
+    long = Segment(tuple(f"n{i}" for i in range(1000)))
+    assert long.name == "n0→n1→…→n999 (1000 nodes)"
+    assert Segment(("x", "y"), kind="batch").name == "x+y"
+
+
+def test_branches_report_widths_and_the_critical_path(registry):
+    report = optimizer(diamond(), registry).parallelize_branches()
+    assert report.widths == [1, 2, 2, 1]
+    assert report.max_parallelism == 2
+    assert report.critical_path[0] == "top" and report.critical_path[-1] == "join"
+    assert len(report.critical_path) == 4
+    assert report.critical_path_ms is None  # no recorded durations
+
+
+def scaled(count: int, **params: Any) -> dict[str, Any]:
+    """``count`` sources, each feeding a ``testpack.scale`` node its data by an edge, and
+    one more scale node with another factor."""
+    nodes, edges = [], []
+    for i in range(count):
+        nodes.append({"id": f"v{i}", "type": "testpack.cheap_inc", "params": {"x": i, "by": 0}})
+        nodes.append({"id": f"s{i}", "type": "testpack.scale", "params": dict(params)})
+        edges.append({"from": f"v{i}.out", "to": f"s{i}.x"})
+    nodes.append({"id": "odd", "type": "testpack.scale", "params": {"factor": 3.0, **params}})
+    edges.append({"from": "v1.out", "to": "odd.x"})
+    outputs = {n["id"]: f"{n['id']}.out" for n in nodes if n["id"][0] in "so"}
+    return {"name": "batched", "nodes": nodes, "edges": edges, "outputs": outputs}
+
+
+def test_batches_group_same_type_params_and_level(registry):
+    found = optimizer(scaled(5), registry)
+    batches = found.batch_similar_operations(found.plan.levels[1])
+    # Data arrives by edges; the params (factor) are part of the key; max_batch is 3.
+    assert [b.nodes for b in batches] == [("s0", "s1", "s2"), ("s3", "s4")]
+    assert found.batch_key("odd") != found.batch_key("s0")
+    assert not found.fusible("s0") and found.decisions["s0"].reason == "has a batch function"
+
+
+def test_fusion_config_takes_a_word_or_a_section(tmp_path):
+    assert (
+        load_config(None, environ={"NODEGRAPH_EXECUTION__FUSION": "off"}).execution.fusion.mode
+        == "off"
+    )
+    file = tmp_path / "nodegraph.yaml"
+    file.write_text("execution:\n  fusion:\n    mode: aggressive\n    max_node_ms: 5\n")
+    fusion = load_config(file, environ={}).execution.fusion
+    assert (fusion.mode, fusion.max_node_ms) == ("aggressive", 5.0)
+    with pytest.raises(ConfigError, match="execution.fusion.mode"):
+        load_config(None, environ={"NODEGRAPH_EXECUTION__FUSION": "fast"})
+
+
+def test_plan_report_counts_tasks(registry):
+    report = optimization_report(optimizer(diamond(), registry, mode="auto"), "parallel")
+    assert report["tasks"] == 4  # top, a1→a2, b1→b2, join
+    assert [s["name"] for s in report["segments"]] == ["a1→a2", "b1→b2"]
+    assert report["own_task"] == {
+        "no fusible neighbour": ["top"],
+        "no recorded duration yet": ["join"],
+    }
+    assert report["parallelism"] == [1, 2, 2, 1]
+
+
+# -- runs -------------------------------------------------------------------------------
+
+STRATEGIES = [
+    pytest.param({"strategy": "sequential"}, id="sequential"),
+    pytest.param({"strategy": "parallel"}, id="threads"),
+    pytest.param({"strategy": "parallel", "processes": True, "max_workers": 2}, id="processes"),
+]
+
+
+def config(mode: str = "auto", **execution: Any) -> NodegraphConfig:
+    settings = NodegraphConfig(
+        execution=ExecutionConfig(fusion=FusionConfig(mode=mode), **execution)
+    )
+    settings.monitoring.events = settings.monitoring.artifacts = False
+    return settings
+
+
+def task_run_names(flow_run_id: str, limit_s: float = 30) -> list[str]:
+    """The names of a flow run's task runs, once the server has stored them (task runs
+    arrive as events, a moment after the run)."""
+    deadline = time.monotonic() + limit_s
+    flow_runs = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(flow_run_filter=flow_runs)
+            if runs or time.monotonic() > deadline:
+                return [run.name for run in runs]
+            time.sleep(0.2)
+
+
+def executed(log: Path) -> list[str]:
+    return log.read_text().split() if log.exists() else []
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_fused_chain_runs_as_one_task_and_reports_every_node(prefect_server, registry, strategy):
+    result = integration.run(chain(5), registry=registry, config=config(), **strategy)
+    assert result.ok and result.outputs == {"end": 5}
+    assert result.extra["shared_tasks"] == [
+        {"name": "c0→c1→…→c4 (5 nodes)", "kind": "chain", "nodes": [f"c{i}" for i in range(5)]}
+    ]
+    task_runs = {report.task_run_id for report in result.nodes.values()}
+    assert len(task_runs) == 1 and None not in task_runs
+    for report in result.nodes.values():
+        assert report.state == NodeState.COMPLETED and report.duration_s is not None
+        assert report.cache_key  # each node keeps its own key
+    assert task_run_names(result.flow_run_id) == ["c0→c1→…→c4 (5 nodes)"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_failure_inside_a_segment_is_the_failing_nodes_own(prefect_server, registry, strategy):
+    doc = {
+        "name": "fused-failure",
+        "nodes": [
+            {"id": "start", "type": "testpack.cheap_inc", "params": {"x": 1}},
+            {"id": "divide", "type": "testpack.cheap_div", "params": {"b": 0}},
+            {"id": "after", "type": "testpack.cheap_inc"},
+        ],
+        "edges": [
+            {"from": "start.out", "to": "divide.a"},
+            {"from": "divide.out", "to": "after.x"},
+        ],
+        "outputs": {"start": "start.out", "after": "after.out"},
+    }
+    result = integration.run(doc, registry=registry, config=config(), **strategy)
+    states = {n: r.state for n, r in result.nodes.items()}
+    assert states == {
+        "start": NodeState.COMPLETED,
+        "divide": NodeState.FAILED,
+        "after": NodeState.UPSTREAM_FAILED,
+    }
+    error = result.nodes["divide"].error
+    assert error.error_type == ErrorType.RUNTIME and "ZeroDivisionError" in error.exception_type
+    assert result.outputs == {"start": 2}  # what finished keeps its result
+    # The finished node was cached under its own key: a fixed re-run does not redo it.
+    doc["nodes"][1]["params"]["b"] = 1
+    again = integration.run(doc, registry=registry, config=config(), **strategy)
+    assert again.ok and again.outputs == {"start": 2, "after": 3}
+    assert again.nodes["start"].state == NodeState.CACHED
+    assert again.nodes["divide"].state == NodeState.COMPLETED
+
+
+@pytest.mark.integration
+def test_skip_inside_a_sequential_segment_spares_independent_nodes(prefect_server, registry):
+    doc = {
+        "name": "fused-skip",
+        "nodes": [
+            {"id": "bad", "type": "testpack.cheap_div", "params": {"a": 1, "b": 0}},
+            {"id": "child", "type": "testpack.cheap_inc"},
+            {"id": "other", "type": "testpack.cheap_inc", "params": {"x": 7}},
+        ],
+        "edges": [{"from": "bad.out", "to": "child.x"}],
+        "outputs": {"child": "child.out", "other": "other.out"},
+    }
+    doc["nodes"][0]["on_error"] = "skip"
+    result = integration.run(doc, registry=registry, config=config(), strategy="sequential")
+    assert [s["nodes"] for s in result.extra["shared_tasks"]] == [["bad", "child", "other"]]
+    states = {n: r.state for n, r in result.nodes.items()}
+    assert states == {
+        "bad": NodeState.SKIPPED,
+        "child": NodeState.SKIPPED,
+        "other": NodeState.COMPLETED,
+    }
+    assert result.state == "partial" and result.outputs == {"other": 8}
+
+
+@pytest.mark.integration
+def test_halt_inside_a_segment_leaves_the_rest_pending_and_resumable(prefect_server, registry):
+    doc = chain(4)
+    doc["nodes"][1] = {"id": "c1", "type": "testpack.cheap_div", "params": {"b": 0}}
+    doc["nodes"][1]["on_error"] = "halt"
+    doc["edges"][0]["to"] = "c1.a"
+    doc["nodes"][3]["params"] = {"x": 5}
+    doc["edges"].pop()  # c3 stands alone, after c2 in order
+    doc["outputs"] = {"c2": "c2.out", "c3": "c3.out"}
+    result = integration.run(doc, registry=registry, config=config(), strategy="sequential")
+    states = {n: r.state for n, r in result.nodes.items()}
+    assert states["c0"] == NodeState.COMPLETED and states["c1"] == NodeState.FAILED
+    assert states["c2"] == NodeState.PENDING and states["c3"] == NodeState.PENDING
+    assert result.state == "halted" and result.halted_at == "c1"
+
+
+@pytest.mark.integration
+def test_every_fused_node_keeps_its_own_cache_entry(prefect_server, registry, tmp_path):
+    log = tmp_path / "executed.log"
+    doc = chain(6, log=str(log))
+    first = integration.run(doc, registry=registry, config=config())
+    assert first.ok and len(executed(log)) == 6
+    warm = integration.run(doc, registry=registry, config=config())
+    assert warm.counts() == {"cached": 6} and len(executed(log)) == 6  # 0 nodes ran
+    # Change the fourth node: it and its descendants run again, nothing before it.
+    doc["nodes"][3]["params"]["by"] = 10
+    changed = integration.run(doc, registry=registry, config=config())
+    assert changed.outputs == {"end": 15}
+    assert [n for n, r in changed.nodes.items() if r.state == NodeState.COMPLETED] == [
+        "c3",
+        "c4",
+        "c5",
+    ]
+    assert len(executed(log)) == 9
+
+
+@pytest.mark.integration
+def test_auto_fusion_learns_from_recorded_durations(prefect_server, registry):
+    doc = chain(4, node_type="core.add", b=1)
+    doc["nodes"][0]["params"]["a"] = 0
+    for i in range(1, 4):
+        doc["edges"][i - 1]["to"] = f"c{i}.a"
+    first = integration.run(doc, registry=registry, config=config(), cache=False)
+    assert "shared_tasks" not in first.extra  # nothing known about core.add yet
+    second = integration.run(doc, registry=registry, config=config(), cache=False)
+    assert second.outputs == first.outputs == {"end": 4}
+    # c0 has other params (a=0) than c1..c3: its own history says it is cheap too.
+    assert [s["nodes"] for s in second.extra["shared_tasks"]] == [["c0", "c1", "c2", "c3"]]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("strategy", STRATEGIES[:2])
+def test_batchable_nodes_run_as_one_call_with_their_own_entries(
+    prefect_server, registry, tmp_path, strategy
+):
+    log = tmp_path / "batches.log"
+    doc = scaled(4, log=str(log))
+    result = integration.run(doc, registry=registry, config=config(), **strategy)
+    assert result.ok
+    assert result.outputs == {"s0": 0.0, "s1": 2.0, "s2": 4.0, "s3": 6.0, "odd": 3.0}
+    # One batch call of three; s3 and odd (another factor) run alone, through the plain
+    # function, which does not log.
+    assert executed(log) == ["3"]
+    batches = [s["nodes"] for s in result.extra["shared_tasks"] if s["kind"] == "batch"]
+    assert [sorted(b) for b in batches] == [["s0", "s1", "s2"]]  # the last ready leads
+    assert all(result.nodes[n].cache_key for n in ("s0", "s1", "s2"))
+    warm = integration.run(doc, registry=registry, config=config(), **strategy)
+    assert all(warm.nodes[n].state == NodeState.CACHED for n in result.outputs)
+    assert executed(log) == ["3"]
+
+
+@pytest.mark.integration
+def test_fusion_off_keeps_one_task_per_node(prefect_server, registry):
+    result = integration.run(chain(3), registry=registry, config=config("off"))
+    assert result.ok and "shared_tasks" not in result.extra
+    assert len({r.task_run_id for r in result.nodes.values()}) == 3
+
+
+@pytest.mark.integration
+def test_a_fused_chain_on_the_dask_cluster(prefect_server, registry, dask_cluster):
+    settings = config(dask_address=dask_cluster.address)
+    result = integration.run(chain(50), registry=registry, config=settings, strategy="distributed")
+    assert result.ok and result.outputs == {"end": 50}
+    assert len(result.extra["shared_tasks"]) == 1
+    assert all(r.state == NodeState.COMPLETED for r in result.nodes.values())
+
+
+def test_the_plan_command_shows_segments_and_the_critical_path(tmp_path):
+    from typer.testing import CliRunner
+
+    from integration.cli import app as cli
+
+    packs = Path(__file__).parent / "fixtures" / "packs"
+    graph = tmp_path / "diamond.json"
+    graph.write_text(json.dumps(diamond()))
+    runner = CliRunner()
+    args = ["plan", str(graph), "--nodes", str(packs)]
+    found = json.loads(runner.invoke(cli.app, [*args, "--json", "-s", "parallel"]).stdout)
+    assert [s["nodes"] for s in found["optimizer"]["segments"]] == [["a1", "a2"], ["b1", "b2"]]
+    assert found["optimizer"]["tasks"] == 4
+    sequential = json.loads(runner.invoke(cli.app, [*args, "--json", "-s", "sequential"]).stdout)
+    assert sequential["optimizer"]["tasks"] == 2  # five cheap nodes in one task, and join
+    human = runner.invoke(cli.app, [*args, "-s", "parallel"])
+    assert human.exit_code == 0
+    assert "a1→a2" in human.stdout and "critical path (4 nodes)" in human.stdout
+    assert "own task (no recorded duration yet): join" in human.stdout
