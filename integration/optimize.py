@@ -223,9 +223,9 @@ class ExecutionOptimizer:
         compat = node.resources if node.resources is not None and not node.resources.empty else None
         if node.type.cost == "cheap":
             return FusionDecision(True, "declared cheap", compat)
-        median = self.durations.median_ms(node_signature(node)) if self.durations else None
         if self.mode == "aggressive":
             return FusionDecision(True, "aggressive", compat)
+        median = self.durations.median_ms(node_signature(node)) if self.durations else None
         if median is None:
             return FusionDecision(False, "no recorded duration yet")
         if median >= self.max_node_ms:
@@ -376,20 +376,34 @@ def effective_policy(node: BoundNode, default: ErrorPolicy) -> ErrorPolicy:
     return (node.policy or ErrorPolicy()).merged_over(default)
 
 
+def effective_policies(plan: Plan, default: ErrorPolicy) -> dict[str, ErrorPolicy]:
+    """Every node's effective policy; nodes without a policy of their own share one
+    object (building a pydantic policy per node costs microseconds each)."""
+    plain = ErrorPolicy().merged_over(default)
+    return {
+        node_id: plain
+        if (node := plan.steps[node_id].node).policy is None
+        else effective_policy(node, default)
+        for node_id in plan.order
+    }
+
+
 def optimizer_for(
     plan: Plan,
     fusion: FusionConfig,
     default_policy: ErrorPolicy,
     durations: NodeDurations | None,
     caching: CachingConfig | None,
+    policies: Mapping[str, ErrorPolicy] | None = None,
 ) -> ExecutionOptimizer:
-    """The plan's optimizer as configured: nodes judged by their effective policies and
-    their recorded ``durations``."""
+    """The plan's optimizer as configured: nodes judged by their effective policies
+    (``policies``, computed from ``default_policy`` if not given) and their recorded
+    ``durations``."""
     return ExecutionOptimizer(
         plan,
         mode=fusion.mode,
         max_node_ms=fusion.max_node_ms,
-        policies={n: effective_policy(plan.steps[n].node, default_policy) for n in plan.order},
+        policies=policies if policies is not None else effective_policies(plan, default_policy),
         durations=durations,
         locking=caching is not None and caching.enable and caching.locking != "none",
         batching=fusion.batching,

@@ -58,8 +58,8 @@ from integration.prefect.tasks import (
     SharedTask,
     Upstream,
     fallback_task,
+    node_tags,
     node_task,
-    pack_tag,
     shared_task,
     stop_starting_nodes,
 )
@@ -642,11 +642,7 @@ class GraphExecution:
             fused.append(
                 FusedNode(step.node.type, node_id, literals, upstream, key, observe, halts)
             )
-            tags.update(step.node.tags)
-            if node_tasks.tag_type:
-                tags.add(step.node.type.qualified_name)
-                if step.node.type.pack:
-                    tags.add(pack_tag(step.node.type.pack))
+            tags |= node_tags(step.node, node_tasks.tag_type)
         keep = {
             n
             for n in segment.nodes

@@ -56,11 +56,12 @@ from integration.observability.metrics import serve_metrics
 from integration.optimize import (
     ExecutionOptimizer,
     NodeDurations,
-    effective_policy,
+    effective_policies,
     node_signature,
     optimizer_for,
 )
 from integration.plan import Plan, make_plan
+from integration.prefect.client import reused_client
 from integration.prefect.execute import GraphExecution, NodeListener, NodeTasks
 from integration.prefect.heartbeat import flow_run_heartbeats, prefect_heartbeats_off
 from integration.prefect.monitor import Progress, publish_progress, run_monitor
@@ -68,7 +69,7 @@ from integration.prefect.placement import place
 from integration.prefect.reporting import RunReporter
 from integration.prefect.runners import DaskSettings, task_runner_for
 from integration.prefect.storage import TieredResultStorage, key_policy
-from integration.prefect.tasks import PROGRESS_HOOKS, start_tag_services
+from integration.prefect.tasks import PROGRESS_HOOKS, node_tags, start_tag_services
 from integration.resources import ResourcePool
 from integration.resources.memory import MemoryManager
 from integration.resources.pool import machine_memory_mb
@@ -127,6 +128,8 @@ class _Session:
     on_node_started: Callable[[str], None] | None = None
     # Told ``context.progress`` calls of nodes running in this process.
     on_node_progress: ProgressHook | None = None
+    # The final progress of the run, published after the flow run ends.
+    progress: tuple[str | None, Progress] | None = None
 
 
 _session: ContextVar[_Session | None] = ContextVar("nodegraph_session", default=None)
@@ -214,13 +217,14 @@ def flow_from_plan(
     storage = TieredResultStorage.for_config(caching) if caching is not None else None
     policy = key_policy(caching) if caching is not None else None
     defaults = default_policy or ErrorPolicy()
+    policies = effective_policies(plan, defaults)
     tasks = {
         n: NodeTasks(
             plan.steps[n].node,
             tag_node_types,
             storage,
             policy,
-            effective_policy(plan.steps[n].node, defaults),
+            policies[n],
             kill_on_timeout=processes,
         )
         for n in plan.order
@@ -228,12 +232,13 @@ def flow_from_plan(
     state = _FlowState(plan, tasks, label, max_workers, caching, refresh, resume)
     state.durations = durations
     if fusion is not None and (fusion.mode != "off" or fusion.batching):
-        state.optimizer = optimizer_for(plan, fusion, defaults, durations, caching)
+        state.optimizer = optimizer_for(plan, fusion, defaults, durations, caching, policies)
     state.pool = pool
     state.cancel_check_seconds = cancel_check_seconds
     state.monitoring = monitoring
     if strategy != "distributed":
-        state.tag_sets = {frozenset(t.get(cached=False).tags) for t in tasks.values()} - {
+        # From the nodes, not their tasks: building a task per node costs ~15 µs each.
+        state.tag_sets = {frozenset(node_tags(t.node, t.tag_type)) for t in tasks.values()} - {
             frozenset()
         }
     if strategy != "distributed":
@@ -409,7 +414,12 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
                 else:
                     result = execution.run_parallel(window=state.max_workers)
             if state.cancel_check_seconds > 0:
-                publish_progress(flow_run_id, progress)
+                if session is not None:
+                    # Published once the flow run has ended: a label update while the
+                    # run sets its final state contends with it on a SQLite server.
+                    session.progress = (flow_run_id, progress)
+                else:
+                    publish_progress(flow_run_id, progress)
         except BaseException as exc:
             if instruments is not None:
                 instruments.crashed(exc)
@@ -758,10 +768,12 @@ def _call(
         session = _Session(listener=on_node_finished)
     token = _session.set(session)
     try:
-        with prefect_heartbeats_off() as session.heartbeat_seconds:
+        with prefect_heartbeats_off() as session.heartbeat_seconds, reused_client():
             state = flow(**values, return_state=True)
     finally:
         _session.reset(token)
+        if session.progress is not None:
+            publish_progress(*session.progress)
     if not session.results:
         # The flow failed before its body could report (e.g. the API was unreachable).
         state.result()

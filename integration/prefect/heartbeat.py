@@ -21,32 +21,17 @@ from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 
 from prefect import __version__ as prefect_version
-from prefect.context import FlowRunContext, SettingsContext, get_settings_context
+from prefect.context import FlowRunContext
 from prefect.events import emit_event
 from prefect.events.related import tags_as_related_resources
 from prefect.events.schemas.events import RelatedResource
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, Settings
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+from prefect.settings.context import get_current_settings
+
+from integration.prefect.settings import updated_settings
 
 # Prefect's own lower bound on the interval.
 MINIMUM_SECONDS = 30
-
-
-# The settings without heartbeats, derived once from the settings they were made from.
-# ``Settings.copy_with_update`` (what ``temporary_settings`` calls) rebuilds every
-# setting through pydantic-settings: measured here, about 45 ms per call, half the fixed
-# cost of a small graph run. Settings are not changed in place (``temporary_settings``
-# makes new objects), so the copy stays valid while its source is the current one.
-_without_heartbeats: tuple[Settings, Settings] | None = None
-_memo_lock = threading.Lock()
-
-
-def _settings_without_heartbeats(current: Settings) -> Settings:
-    global _without_heartbeats
-    with _memo_lock:
-        if _without_heartbeats is None or _without_heartbeats[0] is not current:
-            updated = current.copy_with_update(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
-            _without_heartbeats = (current, updated)
-        return _without_heartbeats[1]
 
 
 @contextmanager
@@ -54,13 +39,10 @@ def prefect_heartbeats_off() -> Iterator[int | None]:
     """Switch Prefect's heartbeat thread off for flows started inside; yields the
     interval the flow body should keep instead (``None``: heartbeats are disabled).
 
-    Equivalent to ``temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY:
-    None})``, with the updated settings reused while the current ones stay the same.
+    The override is ``updated_settings``: made once while the settings stay the same.
     """
-    context = get_settings_context()
-    seconds = context.settings.flows.heartbeat_frequency
-    updated = _settings_without_heartbeats(context.settings)
-    with SettingsContext(profile=context.profile, settings=updated):
+    seconds = get_current_settings().flows.heartbeat_frequency
+    with updated_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield None if seconds is None else max(seconds, MINIMUM_SECONDS)
 
 

@@ -30,8 +30,9 @@ from typing import Any
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import StateType
-from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
 
+from integration.prefect.settings import updated_settings
 from integration.result import NodeReport, NodeState
 
 logger = logging.getLogger("nodegraph.monitor")
@@ -100,7 +101,7 @@ def run_monitor(
         # A check that meets a busy server (SQLite answers 503) fails at once and the
         # next tick tries again: the client's own retries back off for 2, 4, 8 s, and a
         # cancel would go unnoticed that long while nodes keep starting.
-        with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}):
+        with updated_settings({PREFECT_CLIENT_MAX_RETRIES: 0}):
             checks()
 
     def checks() -> None:

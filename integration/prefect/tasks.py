@@ -296,11 +296,7 @@ def node_task(
     task = copy.copy(NODE_TASK)
     task.name = node.id
     task.task_run_name = node.id
-    task.tags = set(node.tags)
-    if tag_type:
-        task.tags.add(node.type.qualified_name)
-        if node.type.pack:
-            task.tags.add(pack_tag(node.type.pack))
+    task.tags = node_tags(node, tag_type)
     if storage is not None:
         task.cache_policy = policy if policy is not None else NodeKeyPolicy()
         task.persist_result = True
@@ -313,6 +309,16 @@ def node_task(
         task.retry_condition_fn = RetryCondition(retry)
     task.timeout_seconds = timeout_seconds
     return task
+
+
+def node_tags(node: BoundNode, tag_type: bool = True) -> set[str]:
+    """A node's task-run tags: its own, and with ``tag_type`` its type's and pack's."""
+    tags = set(node.tags)
+    if tag_type:
+        tags.add(node.type.qualified_name)
+        if node.type.pack:
+            tags.add(pack_tag(node.type.pack))
+    return tags
 
 
 def pack_tag(pack: str) -> str:
