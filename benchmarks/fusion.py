@@ -20,6 +20,10 @@ Every way runs the same arithmetic, side by side in this one process:
 - ``distributed``: the fused chain on a local Dask cluster started beforehand (its
   start is not timed), through nodegraph's Dask runner.
 
+``empty flow`` is a Prefect flow that does nothing, called with nodegraph's fast paths
+(and once with Prefect's defaults, heartbeat thread included): the least that any run
+through a Prefect flow run costs, whatever it runs.
+
 Each way reports its median wall time and its per-node overhead: (time - loop time) /
 nodes, in µs. Ratios compare the fused overhead with Hamilton's (paired: uncached with
 the default driver, cached with ``with_cache()``), with raw Prefect, and with one task
@@ -199,6 +203,21 @@ def raw_fan(n: int) -> int:
     return raw_gather([raw_inc(source) for _ in range(n - 2)])
 
 
+@flow(name="empty-flow")
+def empty_flow() -> int:
+    return 0
+
+
+def empty_flow_fast() -> int:
+    """An empty flow with nodegraph's fast paths (no heartbeat thread to join at exit,
+    the process's reused client): the least any graph run through Prefect costs."""
+    from integration.prefect.client import reused_client
+    from integration.prefect.heartbeat import prefect_heartbeats_off
+
+    with prefect_heartbeats_off(), reused_client():
+        return empty_flow()
+
+
 # -- measuring --------------------------------------------------------------------------
 
 
@@ -308,6 +327,9 @@ def measure(
         row["warm executed"] = cached.last.counts().get("completed", 0)  # type: ignore[attr-defined]
     row["fused+cache cold"] = statistics.median(colds)
     row["fused+cache warm"] = statistics.median(warms)
+    empty_flow_fast()  # warm-up
+    row["empty flow"] = timed(empty_flow_fast, repeat)[1]
+    row["empty flow (prefect defaults)"] = timed(empty_flow, 1)[1]
     per_task = nodegraph_run(doc, registry, settings("off"), strategy="sequential")
     record("per-task", per_task, args.per_task_repeat)
     record("raw prefect", lambda: raw(n), args.per_task_repeat)
@@ -358,6 +380,8 @@ def distributed(doc: dict[str, Any], registry: NodeRegistry, repeat: int) -> tup
 def report(results: dict[str, dict[str, Any]], n: int) -> None:
     ways = [
         "loop",
+        "empty flow",
+        "empty flow (prefect defaults)",
         "hamilton exec",
         "hamilton",
         "fused body",
@@ -371,7 +395,7 @@ def report(results: dict[str, dict[str, Any]], n: int) -> None:
         "raw prefect",
     ]
     print(f"{n} trivial nodes per graph; per-node overhead = (time - loop) / {n}")
-    print(f"{'way':22} {'chain s':>9} {'chain µs/node':>14} {'fan s':>9} {'fan µs/node':>12}")
+    print(f"{'way':30} {'chain s':>9} {'chain µs/node':>14} {'fan s':>9} {'fan µs/node':>12}")
     overhead: dict[str, dict[str, float]] = {}
     for way in ways:
         cells = []
@@ -383,7 +407,7 @@ def report(results: dict[str, dict[str, Any]], n: int) -> None:
             per_node = (row[way] - row["loop"]) / n * 1e6
             overhead.setdefault(shape, {})[way] = per_node
             cells += [f"{row[way]:.4f}", f"{per_node:.1f}"]
-        print(f"{way:22} {cells[0]:>9} {cells[1]:>14} {cells[2]:>9} {cells[3]:>12}")
+        print(f"{way:30} {cells[0]:>9} {cells[1]:>14} {cells[2]:>9} {cells[3]:>12}")
     print()
     for shape in ("chain", "fan"):
         o, row = overhead[shape], results[shape]
@@ -397,6 +421,7 @@ def report(results: dict[str, dict[str, Any]], n: int) -> None:
             ("per-task / fused", o["per-task"] / o["fused"], ">= 100"),
             ("raw prefect / fused", o["raw prefect"] / o["fused"], ""),
             ("nodes executed on the warm re-run", row["warm executed"], "0"),
+            ("empty flow / fused (Prefect's floor)", o["empty flow"] / o["fused"], ""),
         ]
         if "distributed" in row:
             lines.append(
