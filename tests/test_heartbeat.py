@@ -54,27 +54,3 @@ def test_a_graph_flow_called_directly_keeps_prefects_heartbeats(prefect_server, 
     state = flow(return_state=True)
     assert state.is_completed()
     assert len(_heartbeats(str(state.state_details.flow_run_id))) == 1
-
-
-def test_heartbeats_off_reuses_its_settings_and_follows_changed_ones():
-    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY
-    from prefect.settings import temporary_settings as prefect_temporary_settings
-
-    from integration.prefect.heartbeat import prefect_heartbeats_off
-
-    with prefect_temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 45}):
-        outer = get_current_settings()
-        with prefect_heartbeats_off() as seconds:
-            first = get_current_settings()
-        with prefect_heartbeats_off():
-            second = get_current_settings()
-        assert seconds == 45 and first.flows.heartbeat_frequency is None
-        assert second is first  # made once while the settings stay the same
-        # Everything else is the caller's.
-        assert first.api.url == outer.api.url and first.home == outer.home
-        with prefect_temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
-            with prefect_heartbeats_off():
-                changed = get_current_settings()
-        assert changed is not first and changed.api.url == "http://127.0.0.1:9/api"
-        assert changed.flows.heartbeat_frequency is None
-        assert get_current_settings() is outer
