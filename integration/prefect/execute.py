@@ -43,6 +43,7 @@ from prefect.states import State
 from integration.cache.hierarchy import CacheHierarchy
 from integration.cache.keys import NodeKey
 from integration.errors import ErrorType, NodeError
+from integration.graph.gcpause import gc_paused
 from integration.graph.order import descendants
 from integration.graph.policy import ErrorPolicy
 from integration.graph.validate import BoundNode
@@ -339,8 +340,11 @@ class GraphExecution:
                 segment = self._batch([node_id, *others])
             if segment is not None:
                 self._started.update(segment.nodes)
-                task, arguments = self._shared(segment)
-                self._finish_shared(segment, task(**arguments, return_state=True))
+                with gc_paused():  # thousands of small objects, no cycles to collect
+                    task, arguments = self._shared(segment)
+                state = task(**arguments, return_state=True)
+                with gc_paused():
+                    self._finish_shared(segment, state)
                 self._relieve_memory()
                 continue
             step = self.plan.steps[node_id]
@@ -425,7 +429,8 @@ class GraphExecution:
             self._started.update(nodes)
             segment = self.units.unit_of.get(unit)
             if segment is not None:
-                task, arguments = self._shared(segment)
+                with gc_paused():  # thousands of small objects, no cycles to collect
+                    task, arguments = self._shared(segment)
                 track(unit, False, task.submit(**arguments))
             else:
                 track(unit, False, self._task(unit).submit(**self._hand(steps[unit])))
@@ -534,7 +539,8 @@ class GraphExecution:
                         continue
                     outcome = self._failed(unit, _lost(future, state), None)
                 elif segment is not None:
-                    produced = self._finish_shared(segment, state)
+                    with gc_paused():
+                        produced = self._finish_shared(segment, state)
                     self._release_units(produced, unit, not_done, ready, position)
                     self._relieve_memory()
                     pump()

@@ -25,6 +25,7 @@ from prefect.logging import get_run_logger
 
 from integration.errors import ErrorType, NodegraphError, NodeInputError, NodeOutputError
 from integration.graph.context import ExecutionContext, ProgressHook
+from integration.graph.gcpause import gc_paused
 from integration.graph.nodetype import NodeType
 from integration.graph.policy import RetryPolicy
 from integration.graph.transforms import TransformSpec, apply_transform
@@ -479,7 +480,8 @@ def execute_shared(task: SharedTask, external: dict[str, Any]) -> SharedOutput:
     if task.kind == "batch":
         _run_batch(task, external, result, flow_run_id, finished)
     else:
-        _run_chain(task, external, result, flow_run_id, finished)
+        with gc_paused():  # the nodes' own objects are collected after, if need be
+            _run_chain(task, external, result, flow_run_id, finished)
     for node_id, output in result.outputs.items():
         if node_id not in task.keep:
             output.values = {}
