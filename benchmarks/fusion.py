@@ -54,6 +54,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+import graphs  # noqa: E402
 from prefect import flow, task  # noqa: E402
 
 import integration  # noqa: E402
@@ -73,18 +74,6 @@ def inc(x: int) -> int:
 
 
 # -- the graphs -------------------------------------------------------------------------
-
-
-def chain_doc(n: int) -> dict[str, Any]:
-    nodes = [{"id": f"n{i:05d}", "type": "bench.inc"} for i in range(n)]
-    nodes[0]["params"] = {"x": 0}
-    edges = [{"from": f"n{i:05d}.out", "to": f"n{i + 1:05d}.x"} for i in range(n - 1)]
-    return {
-        "name": f"fusion-chain-{n}",
-        "nodes": nodes,
-        "edges": edges,
-        "outputs": {"result": f"n{n - 1:05d}.out"},
-    }
 
 
 def fan_doc(n: int) -> dict[str, Any]:
@@ -278,7 +267,7 @@ def main() -> None:
     registry.register(gather_type(n - 2), pack="benchfan")
     modules = hamilton_modules(n, work)
     shapes = {
-        "chain": (chain_doc(n), lambda: loop_chain(n), raw_chain, modules["chain"]),
+        "chain": (graphs.chain_doc(n), lambda: loop_chain(n), raw_chain, modules["chain"]),
         "fan": (fan_doc(n), lambda: loop_fan(n), raw_fan, modules["fan"]),
     }
     results = {

@@ -458,6 +458,21 @@ def _producer_output(
     return produced.output_of(node_id) if isinstance(produced, SharedOutput) else produced
 
 
+def _upstream_of(
+    fused: FusedNode, done: dict[str, NodeOutput], external: Mapping[str, Any]
+) -> dict[str, Upstream]:
+    """A fused node's inputs as ``execute_node`` takes them: producers named by id
+    replaced by their outputs."""
+    return {
+        port: (
+            (producer, None, transform)
+            if source_port is None
+            else (_producer_output(producer, done, external), source_port, transform)
+        )
+        for port, (producer, source_port, transform) in fused.upstream.items()
+    }
+
+
 def execute_shared(task: SharedTask, external: dict[str, Any]) -> SharedOutput:
     """Run the nodes of a fused segment inline, in order, or a batch as one call.
 
@@ -528,14 +543,7 @@ def _run_chain(
         if _stopped(flow_run_id):
             return  # the rest stays unreported here: the engine marks it pending
         try:
-            upstream = {
-                port: (
-                    (producer, None, transform)
-                    if source_port is None
-                    else (_producer_output(producer, done, external), source_port, transform)
-                )
-                for port, (producer, source_port, transform) in fused.upstream.items()
-            }
+            upstream = _upstream_of(fused, done, external)
             if fused.observe is None and fused.node_type.context_param is None:
                 values = gather_inputs(fused.node_type, node_id, fused.literals, upstream)
                 start = perf_counter()
@@ -583,14 +591,7 @@ def _run_batch(
     ready: list[tuple[FusedNode, dict[str, Any]]] = []
     for fused in task.nodes:
         try:
-            upstream = {
-                port: (
-                    (producer, None, transform)
-                    if source_port is None
-                    else (_producer_output(producer, {}, external), source_port, transform)
-                )
-                for port, (producer, source_port, transform) in fused.upstream.items()
-            }
+            upstream = _upstream_of(fused, {}, external)
             values = gather_inputs(node_type, fused.node_id, fused.literals, upstream)
             ready.append((fused, {**defaults, **values}))
         except Exception as exc:
