@@ -103,15 +103,18 @@ class FusionDecision:
     compat: Any = None
 
 
+def _params(node: BoundNode) -> dict[str, Any]:
+    """A node's literal params by port."""
+    return {port: b.value for port, b in node.bindings.items() if b.kind == "param"}
+
+
 def node_signature(node: BoundNode) -> str:
     """What durations are recorded under: the type, its version and the node's params.
 
     Inputs are left out on purpose: a node's cost follows its code and settings far
     more than its data, and this way every node of a type learns from the others.
     """
-    params = {
-        port: binding.value for port, binding in node.bindings.items() if binding.kind == "param"
-    }
+    params = _params(node)
     text = json.dumps(params, sort_keys=True, default=repr) if params else ""
     digest = hashlib.sha256(text.encode()).hexdigest()[:12] if text else "-"
     return f"{node.type.qualified_name}@{node.type.version[:12]}#{digest}"
@@ -302,7 +305,7 @@ class ExecutionOptimizer:
         policy = self.policies.get(node_id) or node.policy or ErrorPolicy()
         if policy.final_action == "fallback":
             return None
-        params = {p: b.value for p, b in node.bindings.items() if b.kind == "param"}
+        params = _params(node)
         try:
             params_text = json.dumps(params, sort_keys=True)
         except (TypeError, ValueError):

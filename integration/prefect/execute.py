@@ -454,11 +454,11 @@ class GraphExecution:
         def take_batch(node_id: str) -> None:
             """Make ``node_id`` the head of a batch of its group's held nodes."""
             group = groups[node_id]
-            members = [node_id] + [
+            batch = [node_id] + [
                 m for m in group if m != node_id and m in held[group] and m not in self.reports
             ]
             del held[group]
-            self._batch(members)
+            self._batch(batch)
 
         def pump() -> None:
             if self.stopping:
@@ -467,9 +467,9 @@ class GraphExecution:
                 ready.extend(waiting)
                 heapq.heapify(ready)
                 waiting.clear()
-            for group, members in list(held.items()):
+            for group, ready_members in list(held.items()):
                 # A member was marked (its producer failed): the rest need not wait.
-                pending = sorted(m for m in members if m not in self.reports)
+                pending = sorted(m for m in ready_members if m not in self.reports)
                 if complete(group) and pending and pending[0] not in submitted:
                     heapq.heappush(ready, (position[pending[0]], pending[0]))
             while ready:
@@ -639,12 +639,8 @@ class GraphExecution:
             key = self._key(node_id)
             if key is not None:
                 storage = node_tasks.storage
-            observe = None
-            if self.instruments is not None:
-                observe = self.instruments.node_submitted(node_id, step.node.type.qualified_name)
-            if self.on_node_started is not None:
-                self.on_node_started(node_id)
             halts = node_tasks.error_policy.final_action == "halt"
+            observe = self._announce(step)
             fused.append(
                 FusedNode(step.node.type, node_id, literals, upstream, key, observe, halts)
             )
@@ -815,13 +811,20 @@ class GraphExecution:
         """
         arguments = self._arguments(step)
         self._handed[step.node_id] = arguments
+        observe = self._announce(step)
+        if observe is not None:
+            arguments["observe"] = observe
+        return arguments
+
+    def _announce(self, step: PlanStep) -> dict[str, Any] | None:
+        """Tell the instruments and the caller that a node is handed to its runner;
+        returns what the worker needs to measure and trace it, if anything."""
+        observe = None
         if self.instruments is not None:
             observe = self.instruments.node_submitted(step.node_id, step.node.type.qualified_name)
-            if observe is not None:
-                arguments["observe"] = observe
         if self.on_node_started is not None:
             self.on_node_started(step.node_id)
-        return arguments
+        return observe
 
     def _fallback_arguments(self, step: PlanStep) -> dict[str, Any]:
         """The failed node's inputs, handed to its fallback type (the ports it has)."""

@@ -120,15 +120,12 @@ def load_cached_value(hierarchy: CacheHierarchy, key: str) -> tuple[Any, str, in
     return ResultRecord.deserialize(payload).result, tier, len(payload)
 
 
-def store_result(hierarchy: CacheHierarchy, key: str, value: Any) -> int:
+def store_result(hierarchy: CacheHierarchy, key: str, value: Any) -> None:
     """Persist ``value`` under ``key`` as Prefect's result store would (a serialized
     ``ResultRecord``), for nodes whose task is shared: fused and batched nodes keep
-    their own cache entries, readable by ``load_cached_value`` and by Prefect alike.
-    Returns the stored size in bytes."""
+    their own cache entries, readable by ``load_cached_value`` and by Prefect alike."""
     record = ResultRecord(
         result=value,
         metadata=ResultRecordMetadata(serializer=get_default_result_serializer(), storage_key=key),
     )
-    payload = record.serialize()
-    hierarchy.store_bytes(key, payload)
-    return len(payload)
+    hierarchy.store_bytes(key, record.serialize())

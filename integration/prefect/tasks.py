@@ -118,24 +118,33 @@ def execute_node(
     attempt = run_context.task_run.run_count if run_context and run_context.task_run else 1
     timeout = run_context.task.timeout_seconds if run_context else None
     start = perf_counter()
-    measurement = NodeMeasurement(
-        bool(observe and observe.get("profile")), bool(observe and observe.get("size"))
-    )
+    measurement = None
     try:
-        with current_from(observe.get("trace") if observe else None), measurement:
+        if observe is None:  # nothing to measure or trace: fused nodes run this way
             outputs = _call_node(node_type, node_id, values, context, kill_after, timeout)
+        else:
+            measurement = NodeMeasurement(bool(observe.get("profile")), bool(observe.get("size")))
+            with current_from(observe.get("trace")), measurement:
+                outputs = _call_node(node_type, node_id, values, context, kill_after, timeout)
     except BaseException as exc:
         _annotate(exc, perf_counter() - start, attempt)
-        exc.nodegraph_measured = measurement.result  # type: ignore[attr-defined]
+        exc.nodegraph_measured = measurement.result if measurement else None  # type: ignore[attr-defined]
         raise
     elapsed = perf_counter() - start
-    problems = node_type.check_outputs(outputs)
-    if problems:
-        error = NodeOutputError(f"node {node_id!r}: " + "; ".join(problems))
+    error = output_error(node_type, node_id, outputs)
+    if error is not None:
         _annotate(error, elapsed, attempt)
         raise error
-    measured = measurement.finish(outputs) if observe else None
+    measured = measurement.finish(outputs) if measurement else None
     return NodeOutput(outputs, elapsed, max(attempt, 1), measured)
+
+
+def output_error(
+    node_type: NodeType, node_id: str, outputs: Mapping[str, Any]
+) -> NodeOutputError | None:
+    """The error for outputs that do not match their declared types, if any."""
+    problems = node_type.check_outputs(outputs)
+    return NodeOutputError(f"node {node_id!r}: " + "; ".join(problems)) if problems else None
 
 
 def gather_inputs(
@@ -414,12 +423,11 @@ class SharedOutput:
     a shared task's result as it reads a ``NodeOutput``.
     """
 
-    __slots__ = ("failures", "outputs", "stored_bytes")
+    __slots__ = ("failures", "outputs")
 
     def __init__(self) -> None:
         self.outputs: dict[str, NodeOutput] = {}
         self.failures: dict[str, BaseException] = {}
-        self.stored_bytes = 0
 
     @property
     def values(self) -> _PairLookup:
@@ -490,7 +498,7 @@ def execute_shared(task: SharedTask, external: dict[str, Any]) -> SharedOutput:
     def finished(fused: FusedNode, output: NodeOutput) -> None:
         result.outputs[fused.node_id] = output
         if hierarchy is not None and fused.cache_key is not None:
-            result.stored_bytes += _store(hierarchy, fused.cache_key, output)
+            _store(hierarchy, fused.cache_key, output)
 
     if task.kind == "batch":
         _run_batch(task, external, result, flow_run_id, finished)
@@ -510,12 +518,11 @@ def execute_shared(task: SharedTask, external: dict[str, Any]) -> SharedOutput:
     return result
 
 
-def _store(hierarchy: Any, key: str, output: NodeOutput) -> int:
+def _store(hierarchy: Any, key: str, output: NodeOutput) -> None:
     try:
-        return store_result(hierarchy, key, output)
+        store_result(hierarchy, key, output)
     except Exception as exc:  # an unpicklable output: the node is done, uncached
         logging.getLogger("nodegraph.cache").warning("could not cache %s: %s", key, exc)
-        return 0
 
 
 Finished = Callable[[FusedNode, NodeOutput], None]
@@ -544,23 +551,9 @@ def _run_chain(
             return  # the rest stays unreported here: the engine marks it pending
         try:
             upstream = _upstream_of(fused, done, external)
-            if fused.observe is None and fused.node_type.context_param is None:
-                values = gather_inputs(fused.node_type, node_id, fused.literals, upstream)
-                start = perf_counter()
-                try:
-                    outputs = fused.node_type.invoke(values)
-                except BaseException as exc:
-                    _annotate(exc, perf_counter() - start, 1)
-                    raise
-                elapsed = perf_counter() - start
-                problems = fused.node_type.check_outputs(outputs)
-                if problems:
-                    raise NodeOutputError(f"node {node_id!r}: " + "; ".join(problems))
-                output = NodeOutput(outputs, elapsed)
-            else:
-                output = execute_node(
-                    fused.node_type, node_id, fused.literals, upstream, observe=fused.observe
-                )
+            output = execute_node(
+                fused.node_type, node_id, fused.literals, upstream, observe=fused.observe
+            )
         except Exception as exc:
             result.failures[node_id] = exc
             blocked.update(task.consumers.get(node_id, ()))
@@ -617,11 +610,12 @@ def _run_batch(
     for (fused, _), value in zip(ready, returned, strict=True):
         try:
             outputs = node_type.split_outputs(value)
-            problems = node_type.check_outputs(outputs)
-            if problems:
-                raise NodeOutputError(f"node {fused.node_id!r}: " + "; ".join(problems))
         except Exception as exc:
             result.failures[fused.node_id] = exc
+            continue
+        error = output_error(node_type, fused.node_id, outputs)
+        if error is not None:
+            result.failures[fused.node_id] = error
             continue
         finished(fused, NodeOutput(outputs, share))
 
