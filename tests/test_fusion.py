@@ -420,3 +420,33 @@ def test_the_plan_command_shows_segments_and_the_critical_path(tmp_path):
     assert human.exit_code == 0
     assert "a1→a2" in human.stdout and "critical path (4 nodes)" in human.stdout
     assert "own task (no recorded duration yet): join" in human.stdout
+
+
+@pytest.mark.integration
+def test_fused_nodes_keep_their_own_events_and_profiles(prefect_server, registry):
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+    settings = config()
+    settings.monitoring.events = True
+    settings.monitoring.profile = True
+    result = integration.run(chain(4), registry=registry, config=settings)
+    assert result.ok and len(result.extra["shared_tasks"]) == 1
+    # Each node of the shared task is measured on its own (through its observe dict).
+    rows = {row.node_id: row for row in result.profile.nodes}
+    assert set(rows) == {"c0", "c1", "c2", "c3"}
+    assert all(row.cpu_s is not None and row.output_bytes > 0 for row in rows.values())
+    assert all(row.cache == "miss" for row in rows.values())
+    # And emits its own event.
+    deadline = time.monotonic() + 30
+    with get_client(sync_client=True) as client:
+        while True:
+            event_filter = EventFilter(
+                event=EventNameFilter(prefix=["nodegraph.node."]),
+                related=EventRelatedFilter(id=[f"prefect.flow-run.{result.flow_run_id}"]),
+            )
+            events = client.read_events(filter=event_filter, limit=50).events
+            if len(events) >= 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    by_node = {e.resource["nodegraph.node"]: e.event for e in events}
+    assert by_node == {f"c{i}": "nodegraph.node.completed" for i in range(4)}
