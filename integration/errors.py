@@ -80,15 +80,81 @@ class DependencyError(NodegraphError):
 def summarize_value(value: Any, limit: int = 80) -> str:
     """A short, one-line picture of a value for error messages: its repr, cut at
     ``limit`` characters, with the type and size when it had to be cut."""
-    try:
-        text = repr(value)
-    except Exception:
-        text = f"<{type(value).__name__} with a failing repr>"
-    text = " ".join(text.split())
+    text = " ".join(bounded_repr(value, limit + 1).split())
     if len(text) <= limit:
         return text
-    size = f", len {len(value)}" if hasattr(value, "__len__") else ""
+    try:
+        size = f", len {len(value)}" if hasattr(value, "__len__") else ""
+    except Exception:
+        size = ""
     return f"{text[: limit - 3]}... ({type(value).__name__}{size})"
+
+
+_MAX_REPR_DEPTH = 50
+
+
+def bounded_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, in work bounded by ``limit``.
+
+    Lists, tuples, sets and dicts (nested, shared or self-containing) are walked only
+    until the text is long enough, so an alias bomb or a million-element list costs as
+    little as a short one; long strings and huge ints are cut before ``repr``. Other
+    objects use their own ``repr``.
+    """
+    out: list[str] = []
+    _render(value, out, [limit + 1], set(), 0)
+    text = "".join(out)
+    return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
+
+
+def _render(value: Any, out: list[str], budget: list[int], active: set[int], depth: int) -> None:
+    def emit(piece: str) -> None:
+        out.append(piece)
+        budget[0] -= len(piece)
+
+    if isinstance(value, dict):
+        opening, closing, items = "{", "}", value.items()
+    elif isinstance(value, list):
+        opening, closing, items = "[", "]", value
+    elif isinstance(value, tuple):
+        opening, closing, items = "(", ",)" if len(value) == 1 else ")", value
+    elif isinstance(value, set | frozenset):
+        opening, closing, items = "{", "}", value
+    else:
+        emit(_scalar_repr(value, budget[0]))
+        return
+    if id(value) in active or depth >= _MAX_REPR_DEPTH:
+        emit(f"{opening}...{closing}")
+        return
+    active.add(id(value))
+    emit(opening)
+    # Each element costs at least one character, so the walk stops within ``limit``
+    # elements however large the container is.
+    for index, item in enumerate(items):
+        if budget[0] <= 0:
+            break
+        if index:
+            emit(", ")
+        if isinstance(value, dict):
+            _render(item[0], out, budget, active, depth + 1)
+            emit(": ")
+            item = item[1]
+        _render(item, out, budget, active, depth + 1)
+    emit(closing)
+    active.discard(id(value))
+
+
+def _scalar_repr(value: Any, room: int) -> str:
+    room = max(room, 1)
+    if isinstance(value, str | bytes):
+        return repr(value[: room + 1])
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        # repr of an int is quadratic in its digits, and refused past 4300 of them
+        return f"<int of {value.bit_length()} bits>"
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{type(value).__name__} with a failing repr>"
 
 
 def classify_exception(exc: BaseException) -> ErrorType:

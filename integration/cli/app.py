@@ -20,13 +20,13 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 
 from integration.cache.factory import cache_folder
 from integration.cli import remote, render
 from integration.cli.cache import cache_app
 from integration.cli.comfy import comfy_app
+from integration.cli.failures import NodegraphGroup, print_error, unexpected
 from integration.cli.graph import graph_command
 from integration.cli.options import (
     ConfigOption,
@@ -42,6 +42,7 @@ from integration.comfy.validate import check_workflow
 from integration.config import NodegraphConfig
 from integration.errors import ConfigError, GraphLoadError, NodegraphError
 from integration.graph import Graph, GraphValidationError, NodeRegistry, bind, load_graph
+from integration.graph.limits import parse_yaml
 from integration.graph.model import graph_json_schema
 from integration.graph.policy import default_policy
 from integration.optimize import NodeDurations, optimization_report, optimizer_for
@@ -54,6 +55,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=NodegraphGroup,
 )
 app.add_typer(cache_app, name="cache")
 app.add_typer(comfy_app, name="comfy")
@@ -71,7 +73,7 @@ def _registry(config: NodegraphConfig) -> NodeRegistry:
 def _fail(message: str, as_json: bool, payload: dict[str, Any] | None = None) -> typer.Exit:
     if as_json:
         print(json.dumps(payload or {"state": "error", "error": message}))
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    print_error(message, err)
     return typer.Exit(1)
 
 
@@ -95,8 +97,8 @@ def parse_inputs(graph: Graph, pairs: list[str]) -> dict[str, Any]:
             values[name] = raw
             continue
         try:
-            values[name] = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
+            values[name] = parse_yaml(raw, f"--input {name}")[0] if raw else ""
+        except GraphLoadError:
             values[name] = raw
     return values
 
@@ -213,9 +215,8 @@ def _execute(
         ) from None
     except Exception as exc:
         # Infrastructure failures (Prefect API unreachable, ...) still end in one JSON
-        # object and a message, with the traceback for the bug report on stderr.
-        err.print_exception()
-        message = f"{type(exc).__name__}: {exc}"
+        # object and a one-line message; NODEGRAPH_DEBUG=1 adds the traceback.
+        message = unexpected(exc)
         raise _fail(
             message, as_json, {"graph": graph_name, "state": "error", "error": message}
         ) from None
@@ -393,8 +394,9 @@ def list_nodes(
 
 
 @app.command()
-def schema() -> None:
+def schema(config_file: ConfigOption = None) -> None:
     """Print the JSON Schema of graph documents."""
+    _config(config_file, None)  # only checked: the schema is the same for every config
     print(json.dumps(graph_json_schema(), indent=2))
 
 

@@ -21,6 +21,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from integration.cli.failures import print_error
 from integration.cli.options import ConfigOption, JsonOption, NodesOption, load_cli_config
 from integration.comfy import Signatures, import_workflow, to_api, to_ui
 from integration.errors import NodegraphError
@@ -49,7 +50,7 @@ class ExportFormat(StrEnum):
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    print_error(message, err)
     return typer.Exit(1)
 
 
@@ -139,10 +140,12 @@ def nodes_command(
     object_info: Annotated[
         bool, typer.Option("--object-info", help="Print signatures as ComfyUI's /object_info.")
     ] = False,
+    config_file: ConfigOption = None,
 ) -> None:
     """List the ComfyUI classes a pack folder defines, as nodegraph wraps them."""
     registry = NodeRegistry()
     try:
+        load_cli_config(config_file, None)  # checked; only PACK is loaded
         registry.load_path(pack)
     except NodegraphError as exc:
         raise _fail(str(exc)) from None

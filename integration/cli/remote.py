@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from integration.cli.failures import print_error
 from integration.cli.options import (
     ConfigOption,
     JsonOption,
@@ -147,7 +148,7 @@ def deploy(
         )
         deployment_id = deployment.apply(work_pool_name=pool)
     except (NodegraphError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        print_error(str(exc), err)
         raise typer.Exit(1) from None
     full_name = f"{deployment.flow_name}/{deployment.name}"
     if as_json:
@@ -181,7 +182,7 @@ def serve(
             graph, name, cron, interval, trigger, match, after, param, strategy, None, config
         )
     except (NodegraphError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        print_error(str(exc), err)
         raise typer.Exit(1) from None
     if config.monitoring.metrics_port is not None:
         from integration.observability.metrics import serve_metrics
@@ -202,6 +203,7 @@ def submit(
     ] = None,
     strategy: StrategyOption = None,
     as_json: JsonOption = False,
+    config_file: ConfigOption = None,
 ) -> None:
     """Start a run through a deployment and print its id without waiting."""
     from integration.cli.app import parse_inputs
@@ -209,10 +211,11 @@ def submit(
     from integration.prefect.submit import submit as submit_run
 
     try:
+        load_cli_config(config_file, None)  # checked; the deployment's own settings apply
         inputs = parse_inputs(read_graph(graph), input_ or [])
         handle = submit_run(graph, inputs, strategy=strategy, deployment=deployment)
     except (NodegraphError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        print_error(str(exc), err)
         raise typer.Exit(1) from None
     if as_json:
         print(json.dumps({"id": handle.id}))
@@ -227,15 +230,17 @@ def status(
     run_id: RunIdArgument,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until the run ends.")] = False,
     as_json: JsonOption = False,
+    config_file: ConfigOption = None,
 ) -> None:
     """Show a run's state and how many nodes are done, failed and cached."""
     from integration.prefect.submit import RunHandle, RunNotFound
     from integration.prefect.submit import status as run_status
 
     try:
+        load_cli_config(config_file, None)  # checked; the state comes from the Prefect API
         current = RunHandle(run_id).wait() if wait else run_status(run_id)
-    except RunNotFound as exc:
-        err.print(f"[red]error:[/red] {exc}")
+    except (RunNotFound, NodegraphError) as exc:
+        print_error(str(exc), err)
         raise typer.Exit(1) from None
     _print_status(current, as_json)
 
@@ -244,17 +249,19 @@ def cancel(
     run_id: RunIdArgument,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until the run ends.")] = False,
     as_json: JsonOption = False,
+    config_file: ConfigOption = None,
 ) -> None:
     """Cancel a run: no node starts afterwards; finished nodes stay in the cache."""
     from integration.prefect.submit import RunHandle, RunNotFound
     from integration.prefect.submit import cancel as cancel_run
 
     try:
+        load_cli_config(config_file, None)  # checked; the run is cancelled through the API
         current = cancel_run(run_id)
         if wait:
             current = RunHandle(run_id).wait()
-    except RunNotFound as exc:
-        err.print(f"[red]error:[/red] {exc}")
+    except (RunNotFound, NodegraphError) as exc:
+        print_error(str(exc), err)
         raise typer.Exit(1) from None
     _print_status(current, as_json)
 

@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -193,7 +194,7 @@ def run_summary(console: Console, result: RunResult) -> None:
             report.node_type,
             f"[{style}]{state}[/]",
             _duration(report.duration_s),
-            _why(report),
+            escape(_why(report)),  # node errors quote values, which may hold "[/x]"
         )
     console.print(table)
     for report in result.nodes.values():
@@ -246,7 +247,7 @@ def problems(console: Console, error: GraphValidationError) -> None:
     for node_id, found in error.by_node().items():
         for problem in found:
             detail = f" ({problem.details})" if problem.details else ""
-            table.add_row(node_id, problem.code, problem.message + detail)
+            table.add_row(node_id, problem.code, escape(problem.message + detail))
     console.print(table)
 
 

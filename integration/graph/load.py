@@ -10,7 +10,7 @@ Every failure is a ``GraphLoadError`` naming the source, the path inside the doc
 
 from __future__ import annotations
 
-import json
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,14 +18,24 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from integration.errors import GraphLoadError
+from integration.errors import GraphLoadError, bounded_repr
 from integration.graph.gcpause import gc_paused
+from integration.graph.limits import (
+    MAX_DOCUMENT_CHARS,
+    compose_yaml,
+    document_problem,
+    format_loc,
+    parse_json,
+    parse_yaml,
+)
 from integration.graph.model import (
     GRAPH_NAME_PATTERN,
     NODE_ID_PATTERN,
     PORT_REF_PATTERN,
     Graph,
 )
+
+_NOT_JSON: Any = object()
 
 GraphSource = Graph | Mapping[str, Any] | str | Path
 
@@ -43,10 +53,22 @@ def load_graph(source: GraphSource, signatures: Any = None) -> Graph:
     if isinstance(source, Path) or (isinstance(source, str) and _looks_like_path(source)):
         path = Path(source)
         try:
+            size = path.stat().st_size
+            if size > MAX_DOCUMENT_CHARS * 4:  # UTF-8 takes at most 4 bytes a character
+                raise GraphLoadError(
+                    str(path),
+                    [
+                        (
+                            str(path),
+                            f"{size:,} bytes, over the max document size "
+                            f"({MAX_DOCUMENT_CHARS:,} characters)",
+                        )
+                    ],
+                )
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise GraphLoadError(str(path), [(str(path), "no such file")]) from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise GraphLoadError(str(path), [(str(path), f"cannot read: {exc}")]) from None
         return parse_graph_text(text, str(path), signatures)
     return parse_graph_text(source, "<text>", signatures)
@@ -55,66 +77,112 @@ def load_graph(source: GraphSource, signatures: Any = None) -> Graph:
 def _looks_like_path(text: str) -> bool:
     if "\n" in text or text.lstrip().startswith(("{", "[")):
         return False
-    return text.endswith((".yaml", ".yml", ".json")) or Path(text).is_file()
+    if text.endswith((".yaml", ".yml", ".json")):
+        return True
+    if len(text) > 4096 or "\0" in text or ":" in text.partition("/")[0]:
+        return False  # YAML text (a one-line mapping has ': '), never a file name
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # a name too long for the file system
+        return False
 
 
 def parse_graph_text(text: str, source: str, signatures: Any = None) -> Graph:
-    """Parse JSON or YAML text. ``source`` names it in errors."""
-    try:
-        if source.endswith(".json"):
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        raise GraphLoadError(source, [(f"{source}:{exc.lineno}:{exc.colno}", exc.msg)]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise GraphLoadError(source, [(where, f"invalid YAML: {problem}")]) from None
+    """Parse JSON or YAML text. ``source`` names it in errors.
+
+    Text in ``.json`` files, and text that starts like JSON and is JSON, is read by the
+    JSON parser; the rest by a safe YAML loader. Both apply the limits of
+    ``integration.graph.limits``.
+    """
+    marks = None
+    data = _NOT_JSON
+    if source.endswith(".json"):
+        data = parse_json(text, source)
+    elif text.lstrip().startswith(("{", "[")):
+        # YAML flow mappings such as "{name: g}" start with a brace too; they are YAML.
+        with contextlib.suppress(GraphLoadError):
+            data = parse_json(text, source)
+    if data is _NOT_JSON:
+        data, marks = parse_yaml(text, source)
     if not isinstance(data, dict):
-        raise GraphLoadError(
-            source, [(source, f"a graph document is a mapping, not {type(data).__name__}")]
-        )
-    return _comfy_or_graph(data, source, text, signatures)
+        if isinstance(data, str) and source == "<text>" and "\n" not in text.strip():
+            message = (
+                f"{bounded_repr(text.strip(), 120)} is no file, and read as YAML it is "
+                "text, not a graph document"
+            )
+        else:
+            message = f"a graph document is a mapping, not {type(data).__name__}"
+        raise GraphLoadError(source, [(source, message)])
+    return _comfy_or_graph(data, source, text, signatures, marks)
 
 
-def _comfy_or_graph(data: dict[str, Any], source: str, text: str | None, signatures: Any) -> Graph:
+def _comfy_or_graph(
+    data: dict[str, Any], source: str, text: str | None, signatures: Any, marks: Any = None
+) -> Graph:
     from integration.comfy.workflow import graph_name_for, import_workflow, workflow_format
 
     if "schema" not in data and workflow_format(data) is not None:
         name = graph_name_for(source) if not source.startswith("<") else None
         return import_workflow(data, signatures, name=name).graph
-    return parse_graph(data, source, text)
+    return parse_graph(data, source, text, marks)
 
 
-def parse_graph(data: dict[str, Any], source: str, text: str | None = None) -> Graph:
-    """Validate parsed data as a ``Graph``; ``text`` (if given) locates errors by line."""
+def parse_graph(
+    data: dict[str, Any], source: str, text: str | None = None, marks: Any = None
+) -> Graph:
+    """Validate parsed data as a ``Graph``; ``text`` (or its YAML node tree ``marks``),
+    if given, locates errors by line."""
+    found = document_problem(data)
+    if found is not None:
+        # No YAML composition of JSON text here: PyYAML scans deep flow nesting in
+        # quadratic time, and the path says where.
+        loc, why = found
+        raise GraphLoadError(source, [(_where(source, marks, loc), _what(loc, why, data))])
     try:
         with gc_paused():
             return Graph.model_validate(data)
     except ValidationError as exc:
-        marks = _marks(text) if text is not None else None
+        if marks is None and text is not None:
+            marks = compose_yaml(text)
         problems = []
         for error in exc.errors():
             loc = tuple(error["loc"])
-            where = source
-            position = _position(marks, loc) if marks is not None else None
-            if position is not None:
-                where = f"{source}:{position[0]}:{position[1]}"
-            problems.append((f"{where} {format_loc(loc)}".strip(), _message(error)))
+            message = _message(error)
+            node_id = _node_id(data, loc) if len(loc) >= 4 else None
+            # nodes[2].on_error.timeout_seconds: the id says which node more plainly
+            problems.append(
+                (_where(source, marks, loc), f"{message} (node {node_id})" if node_id else message)
+            )
         raise GraphLoadError(source, problems) from None
 
 
-def format_loc(loc: tuple[Any, ...]) -> str:
-    """``('nodes', 2, 'type')`` -> ``nodes[2].type``."""
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text
+def _where(source: str, marks: Any, loc: tuple[Any, ...]) -> str:
+    """``file:line:col nodes[2].params.x``, as far as it is known."""
+    where = source
+    position = _position(marks, loc) if marks is not None else None
+    if position is not None:
+        where = f"{source}:{position[0]}:{position[1]}"
+    return f"{where} {format_loc(loc)}".strip()
+
+
+def _node_id(data: Any, loc: tuple[Any, ...]) -> str | None:
+    if len(loc) < 3 or loc[0] != "nodes" or not isinstance(loc[1], int):
+        return None
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    if not isinstance(nodes, list) or not 0 <= loc[1] < len(nodes):
+        return None
+    spec = nodes[loc[1]]
+    node_id = spec.get("id") if isinstance(spec, dict) else None
+    return bounded_repr(node_id, 80) if isinstance(node_id, str) else None
+
+
+def _what(loc: tuple[Any, ...], why: str, data: Any) -> str:
+    node_id = _node_id(data, loc)
+    if node_id and len(loc) >= 4 and loc[2] == "params":
+        return f"node {node_id} param {bounded_repr(loc[3], 80)} {why}"
+    if node_id:
+        return f"node {node_id}: the value {why}"
+    return f"the value {why}" if loc else f"the document {why}"
 
 
 def _message(error: Any) -> str:
@@ -122,12 +190,13 @@ def _message(error: Any) -> str:
     if error["type"] == "extra_forbidden":
         return "unknown field (not part of the nodegraph/v1 schema)"
     if error["type"] == "literal_error" and error["loc"] == ("schema",):
-        return f"unsupported schema {error['input']!r}; this nodegraph reads 'nodegraph/v1'"
+        shown = bounded_repr(error["input"])
+        return f"unsupported schema {shown}; this nodegraph reads 'nodegraph/v1'"
     if error["type"] == "string_pattern_mismatch":
         pattern = error.get("ctx", {}).get("pattern")
         expected = _PATTERN_MEANINGS.get(pattern, f"text matching {pattern}")
-        return f"expected {expected}, got {error['input']!r}"
-    return message
+        return f"expected {expected}, got {bounded_repr(error['input'])}"
+    return bounded_repr(message, 300) if len(message) > 300 else message
 
 
 _PATTERN_MEANINGS = {
@@ -135,13 +204,6 @@ _PATTERN_MEANINGS = {
     NODE_ID_PATTERN: "a node id of letters, digits, '_', '-' and ':'",
     GRAPH_NAME_PATTERN: "a name of letters, digits, spaces, '_', '-' and '.'",
 }
-
-
-def _marks(text: str) -> Any:
-    try:
-        return yaml.compose(text)
-    except yaml.YAMLError:
-        return None
 
 
 def _position(root: Any, loc: tuple[Any, ...]) -> tuple[int, int] | None:

@@ -43,7 +43,9 @@ GRAPH_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_ .\-]*$"
 
 PortRef = Annotated[
     str,
-    Field(pattern=PORT_REF_PATTERN, description="A port reference: 'node_id.port'."),
+    Field(
+        pattern=PORT_REF_PATTERN, max_length=401, description="A port reference: 'node_id.port'."
+    ),
 ]
 
 
@@ -69,8 +71,10 @@ class NodeOverrides(_Strict):
 class NodeSpec(_Strict):
     """One node of the graph: an instance of a node type with literal params."""
 
-    id: str = Field(pattern=NODE_ID_PATTERN, description="Unique within the graph.")
-    type: str = Field(min_length=1, description="A registered node type, e.g. 'core.add'.")
+    id: str = Field(pattern=NODE_ID_PATTERN, max_length=200, description="Unique within the graph.")
+    type: str = Field(
+        min_length=1, max_length=200, description="A registered node type, e.g. 'core.add'."
+    )
     params: dict[str, Any] = Field(
         default_factory=dict, description="Literal values for input ports."
     )

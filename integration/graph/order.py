@@ -70,10 +70,24 @@ def find_cycle(
 ) -> list[str]:
     """Return one cycle among ``candidates`` as ``[a, b, ..., a]`` in edge direction.
 
-    Nodes left over by Kahn's algorithm each have a predecessor that is also left over,
-    so walking predecessors from any of them must revisit a node.
+    Candidates that no cycle passes through (sources, and nodes that only hang off a
+    cycle's upstream) are peeled off first; every node left then has a predecessor
+    that is also left, so walking predecessors from any of them must revisit a node.
+    ``ValueError`` if there is no cycle among the candidates.
     """
     pool = set(predecessors) if candidates is None else set(candidates)
+    inside = {node: {p for p in predecessors.get(node, ()) if p in pool} for node in pool}
+    successors = successors_of(inside)
+    peel = [node for node, preds in inside.items() if not preds]
+    while peel:
+        node = peel.pop()
+        pool.discard(node)
+        for succ in successors.get(node, ()):
+            inside[succ].discard(node)
+            if not inside[succ] and succ in pool:
+                peel.append(succ)
+    if not pool:
+        raise ValueError("no cycle among the given nodes")
     start = min(pool)
     seen: dict[str, int] = {}
     walk: list[str] = []
@@ -81,7 +95,7 @@ def find_cycle(
     while node not in seen:
         seen[node] = len(walk)
         walk.append(node)
-        node = min(pred for pred in predecessors[node] if pred in pool)
+        node = min(inside[node])
     cycle = list(reversed(walk[seen[node] :]))
     first = cycle.index(min(cycle))  # start at the smallest id, so reports are stable
     cycle = cycle[first:] + cycle[:first]

@@ -34,6 +34,12 @@ from integration.errors import ErrorType, classify_exception
 if TYPE_CHECKING:
     from integration.config import NodegraphConfig
 
+MAX_TIMEOUT_SECONDS = 30 * 86400.0
+"""The longest ``timeout_seconds`` (30 days): Python's and Prefect's timers overflow on
+values such as 1e30."""
+MAX_RETRY_DELAY_SECONDS = 86400.0
+"""The longest delay before a retry (one day)."""
+
 # Which failures a retry may help by default: not bad inputs, not a failed upstream.
 DEFAULT_RETRY_ON = (ErrorType.RUNTIME.value, ErrorType.TIMEOUT.value, ErrorType.RESOURCE.value)
 
@@ -47,18 +53,33 @@ class RetryPolicy(BaseModel):
     including by a base class. By default runtime, timeout and resource errors qualify.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     attempts: int = Field(ge=0, le=50, description="Retries after the first try.")
-    delay_seconds: float = Field(default=1.0, ge=0, description="The first retry's delay.")
-    backoff_factor: float = Field(default=2.0, ge=1, description="Delay growth per retry.")
-    jitter: float = Field(default=0.0, ge=0, description="Random extra delay, as a fraction.")
+    delay_seconds: float = Field(
+        default=1.0, ge=0, le=MAX_RETRY_DELAY_SECONDS, description="The first retry's delay."
+    )
+    backoff_factor: float = Field(default=2.0, ge=1, le=100, description="Delay growth per retry.")
+    jitter: float = Field(
+        default=0.0, ge=0, le=10, description="Random extra delay, as a fraction."
+    )
     on: tuple[str, ...] = Field(default=DEFAULT_RETRY_ON, description="What qualifies.")
 
     @field_validator("on", mode="before")
     @classmethod
     def _listed(cls, value: Any) -> Any:
         return (value,) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _bounded_delays(self) -> RetryPolicy:
+        # Prefect sleeps each delay; a sleep past what the clock can count overflows.
+        if self.attempts and self.delays()[-1] > MAX_RETRY_DELAY_SECONDS:
+            raise ValueError(
+                f"the last retry's delay, delay_seconds * backoff_factor ** (attempts - 1) "
+                f"= {self.delays()[-1]:.3g} s, is over the max retry delay of "
+                f"{MAX_RETRY_DELAY_SECONDS:g} s (one day)"
+            )
+        return self
 
     def delays(self) -> list[float]:
         """The delay before each retry, in seconds."""
@@ -108,11 +129,11 @@ class ErrorPolicy(BaseModel):
     without an ``action`` implies ``action: fallback``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     retry: RetryPolicy | None = None
     timeout_seconds: float | None = Field(
-        default=None, gt=0, description="Longest one attempt may run."
+        default=None, gt=0, le=MAX_TIMEOUT_SECONDS, description="Longest one attempt may run."
     )
     action: Action | None = Field(
         default=None, description="What happens once retries are spent (default: fail)."

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from integration.errors import summarize_value
+from integration.errors import bounded_repr, summarize_value
 from integration.graph.types import ANY, check_value
 
 _MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()
@@ -81,7 +81,7 @@ class InputPort:
             return None
         shown = summarize_value(value)
         if self.choices is not None and value not in self.choices:
-            return f"must be one of {list(self.choices)!r}, got {shown}"
+            return f"must be one of {bounded_repr(list(self.choices), 200)}, got {shown}"
         if self.min is not None or self.max is not None:
             try:
                 if self.min is not None and value < self.min:
@@ -95,7 +95,8 @@ class InputPort:
             try:
                 verdict = self.validator(value)
             except Exception as exc:
-                return f"rejected by validator {name} ({type(exc).__name__}: {exc}): {shown}"
+                reason = summarize_value(str(exc), 200)
+                return f"rejected by validator {name} ({type(exc).__name__}: {reason}): {shown}"
             if verdict is False:
                 return f"rejected by validator {name}: {shown}"
             if isinstance(verdict, str):

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from integration.errors import bounded_repr
 from integration.graph.types import ANY
 
 
@@ -47,7 +48,7 @@ class TransformSpec:
             return cls(str(name), arg)
         raise ValueError(
             "a transform is a name such as 'int' or a one-key mapping such as {index: 0}, "
-            f"not {raw!r}"
+            f"not {bounded_repr(raw)}"
         )
 
     def canonical(self) -> list[Any]:
@@ -78,7 +79,7 @@ def check_spec(spec: TransformSpec) -> str | None:
     """Why ``spec`` cannot be applied, or ``None``; checked before anything runs."""
     transform = _REGISTRY.get(spec.name)
     if transform is None:
-        return f"unknown transform {spec.name!r}; known: {', '.join(transform_names())}"
+        return f"unknown transform {bounded_repr(spec.name)}; known: {', '.join(transform_names())}"
     if transform.takes_arg and spec.arg is None:
         return f"transform {spec.name!r} needs an argument, as in {{{spec.name}: ...}}"
     if not transform.takes_arg and spec.arg is not None:
@@ -101,13 +102,17 @@ _PATH_TOKEN = re.compile(r"\.([A-Za-z_][A-Za-z0-9_\-]*)|\[(-?\d+)\]|\[['\"]([^'\
 def parse_json_path(path: Any) -> list[str | int]:
     """Parse the small JSONPath subset ``$.a.b[0]['c d']`` into keys and indexes."""
     if not isinstance(path, str) or not path.startswith("$"):
-        raise ValueError(f"json_path must start with '$', as in '$.a.b[0]', not {path!r}")
+        raise ValueError(
+            f"json_path must start with '$', as in '$.a.b[0]', not {bounded_repr(path)}"
+        )
     steps: list[str | int] = []
     position = 1
     while position < len(path):
         match = _PATH_TOKEN.match(path, position)
         if match is None:
-            raise ValueError(f"json_path {path!r}: cannot read from position {position}")
+            raise ValueError(
+                f"json_path {bounded_repr(path)}: cannot read from position {position}"
+            )
         name, index, quoted = match.groups()
         steps.append(int(index) if index is not None else (name or quoted))
         position = match.end()
@@ -127,7 +132,7 @@ def _parse_bool(value: Any, _: Any) -> bool:
             return True
         if lowered in ("false", "no", "0", "off", ""):
             return False
-        raise ValueError(f"cannot read {value!r} as a boolean")
+        raise ValueError(f"cannot read {bounded_repr(value)} as a boolean")
     return bool(value)
 
 

@@ -15,6 +15,8 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from integration.errors import bounded_repr
+
 ANY = "any"
 
 _BUILTIN_NAMES: dict[Any, str] = {
@@ -138,9 +140,4 @@ def check_value(type_: str, value: Any) -> str | None:
     check = _VALUE_CHECKS.get(type_)
     if check is None or check(value):
         return None
-    return f"expected {type_}, got {type(value).__name__} {_short_repr(value)}"
-
-
-def _short_repr(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"expected {type_}, got {type(value).__name__} {bounded_repr(value)}"

@@ -20,8 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from integration.errors import NodegraphError
+from integration.errors import NodegraphError, bounded_repr
 from integration.graph.gcpause import gc_paused
+from integration.graph.limits import format_loc, value_problem
 from integration.graph.model import GRAPH_INPUTS, Edge, Graph, GraphInput
 from integration.graph.nodetype import NodeType
 from integration.graph.order import CycleError, topological_order
@@ -187,13 +188,17 @@ def resolve_inputs(bound: BoundGraph, given: Mapping[str, Any]) -> dict[str, Any
     unknown = sorted(set(given) - set(bound.inputs))
     if unknown:
         known = ", ".join(sorted(bound.inputs)) or "none"
-        problems.append(f"unknown input(s) {', '.join(unknown)}; the graph's inputs: {known}")
+        shown = ", ".join(unknown)
+        shown = shown if len(shown) <= 200 else shown[:197] + "..."
+        problems.append(f"unknown input(s) {shown}; the graph's inputs: {known}")
     values: dict[str, Any] = {}
     for name, spec in bound.inputs.items():
         if name in given:
-            problem = input_port(name, spec).check_literal(given[name])
+            problem = _not_json_like(given[name]) or input_port(name, spec).check_literal(
+                given[name]
+            )
             if problem:
-                problems.append(f"input {name!r} {problem}")
+                problems.append(f"input {bounded_repr(name)} {problem}")
             values[name] = given[name]
         elif spec.required:
             problems.append(f"input {name!r} ({spec.type}) is required and has no default")
@@ -244,7 +249,9 @@ def _bind_fallback(
         suffix = f"; did you mean {', '.join(hint)}?" if hint else ""
         report(
             Problem(
-                bound.id, "bad_fallback", f"unknown fallback node type {fallback.type!r}{suffix}"
+                bound.id,
+                "bad_fallback",
+                f"unknown fallback node type {bounded_repr(fallback.type)}{suffix}",
             )
         )
         return
@@ -265,7 +272,7 @@ def _bind_fallback(
                 Problem(
                     bound.id,
                     "bad_fallback",
-                    f"fallback param {port!r} is not an input of {name}; "
+                    f"fallback param {bounded_repr(port)} is not an input of {name}; "
                     f"it has {_names(fallback_type.inputs)}",
                 )
             )
@@ -320,7 +327,8 @@ def _bind(graph: Graph, registry: NodeRegistry) -> BoundGraph:
         if node_type is None:
             hint = registry.suggest(spec.type)
             suffix = f"; did you mean {', '.join(hint)}?" if hint else ""
-            report(Problem(spec.id, "unknown_type", f"unknown node type {spec.type!r}{suffix}"))
+            shown = bounded_repr(spec.type)
+            report(Problem(spec.id, "unknown_type", f"unknown node type {shown}{suffix}"))
             continue
         bindings: dict[str, Binding] = {}
         for port_name, value in spec.params.items():
@@ -328,9 +336,9 @@ def _bind(graph: Graph, registry: NodeRegistry) -> BoundGraph:
             if port is None:
                 report(_unknown_port(spec.id, node_type, port_name, "params"))
                 continue
-            problem = port.check_literal(value)
+            problem = _literal_problem(port, value)
             if problem:
-                report(Problem(spec.id, "bad_value", f"param {port_name!r} {problem}"))
+                report(Problem(spec.id, "bad_value", f"param {bounded_repr(port_name)} {problem}"))
             bindings[port_name] = Binding("param", value=value)
         policy = spec.on_error.merged_over(node_type.on_error) if spec.on_error else None
         resources = spec.resources.merged_over(node_type.resources) if spec.resources else None
@@ -499,11 +507,22 @@ def _bind_edge(
     target.bindings[target_port.name] = binding
 
 
+def _literal_problem(port: InputPort, value: Any) -> str | None:
+    return _not_json_like(value) or port.check_literal(value)
+
+
+def _not_json_like(value: Any) -> str | None:
+    # Documents were checked as they loaded; values given from Python were not, and a
+    # date or a self-containing value would only fail later, in the run.
+    found = value_problem(value)
+    return None if found is None else f"{format_loc(found[0])} {found[1]}".strip()
+
+
 def _unknown_port(node_id: str, node_type: NodeType, port: str, where: str) -> Problem:
     return Problem(
         node_id,
         "unknown_port",
-        f"{where}: {node_type.qualified_name} has no input {port!r}; "
+        f"{where}: {node_type.qualified_name} has no input {bounded_repr(port)}; "
         f"it has {_names(node_type.inputs)}",
     )
 

@@ -26,7 +26,7 @@ the factor from the field's unit to the Dask amount: memory and disk are in byte
 class ResourceRequirement(BaseModel):
     """Resources one running instance of a node holds, following the seed document."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     cpu_cores: float = Field(default=0, ge=0, description="CPU cores.")
     memory_mb: float = Field(default=0, ge=0, description="Memory, MB.")
