@@ -7,6 +7,8 @@
 
 - ``workflow``: read UI (0.4 and 1, subgraphs included) and API files into a ``Graph``;
   write both formats back.
+- ``shapes``: the shape and size checks every reader runs before it uses a field, so
+  a broken file is reported by node and field, never with a traceback.
 - ``signatures``: what a node class takes and returns, from loaded packs or from a
   ComfyUI install's ``/object_info``.
 - ``nodes``: ComfyUI classes as node types; calling one with ComfyUI's list semantics.

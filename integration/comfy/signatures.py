@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from integration.errors import NodegraphError
+from integration.comfy.shapes import name_of
+from integration.errors import NodegraphError, summarize_value
 
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 """Input types the ComfyUI frontend draws as widgets (values in ``widgets_values``)."""
@@ -235,7 +236,9 @@ def _input(where: str, name: str, category: Category, spec: Any) -> InputSpec:
     if isinstance(spec, str):
         spec = (spec,)
     if not isinstance(spec, list | tuple) or not spec:
-        raise SignatureError(f"{where}: input {name!r} must be (type, options), got {spec!r}")
+        raise SignatureError(
+            f"{where}: input {name!r} must be (type, options), got {summarize_value(spec)}"
+        )
     declared_type = spec[0]
     options = spec[1] if len(spec) > 1 and isinstance(spec[1], Mapping) else {}
     choices = None
@@ -284,16 +287,19 @@ class Signatures:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise SignatureError(f"signature file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise SignatureError(f"signature file {path} is not readable JSON: {exc}") from None
+        except RecursionError:
+            raise SignatureError(f"signature file {path} nests too deep to read") from None
         if not isinstance(data, dict):
             raise SignatureError(
                 f"signature file {path} must map class types to object_info entries"
             )
         try:
             return cls.from_object_info(data)
-        except (AttributeError, TypeError) as exc:
-            raise SignatureError(f"signature file {path}: {exc}") from None
+        except (AttributeError, TypeError, ValueError, RecursionError) as exc:
+            problem = name_of(str(exc), 200)
+            raise SignatureError(f"signature file {path}: {problem}") from None
 
     @classmethod
     def from_registry(cls, registry: Any, extra: Signatures | None = None) -> Signatures:

@@ -16,8 +16,9 @@ in one pass and raised as a ``GraphValidationError`` whose ``node_errors`` has
 ComfyUI's shape: ``required_input_missing``, ``bad_linked_input``,
 ``return_type_mismatch``, ``invalid_input_type``, ``value_smaller_than_min``,
 ``value_bigger_than_max``, ``value_not_in_list``, ``custom_validation_failed``,
-``exception_during_validation``, ``missing_node_type``, ``dependency_cycle`` and, for
-the prompt as a whole, ``prompt_no_outputs``.
+``exception_during_validation``, ``missing_node_type``, ``dependency_cycle``,
+``invalid_prompt`` (an entry, or the prompt, of the wrong shape; reported alone, since
+nothing else can be checked then) and, for the prompt as a whole, ``prompt_no_outputs``.
 
 Literal values are converted as ComfyUI converts them (``INT`` to ``int`` and so on);
 the converted prompt is returned.
@@ -33,9 +34,11 @@ from typing import Any
 
 from integration.comfy.nodes import ComfyNodeType, map_over_list
 from integration.comfy.runtime import ExecutionBlocker, is_link
+from integration.comfy.shapes import api_entry_problems, document_problem, name_of
 from integration.comfy.signatures import InputSpec
+from integration.errors import summarize_value
 from integration.graph.nodetype import NodeType
-from integration.graph.order import CycleError, find_cycle, topological_order
+from integration.graph.order import CycleError, topological_order
 from integration.graph.validate import GRAPH, GraphValidationError, Problem
 
 _CONVERSIONS = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
@@ -87,6 +90,16 @@ def validate_prompt(
     ``types`` maps class types to node types (``NodeRegistry.comfy_types()`` plus any
     nodegraph types the prompt uses).
     """
+    too_big = document_problem(prompt)
+    shapes = [Problem(GRAPH, "invalid_prompt", too_big)] if too_big else []
+    shapes += [
+        Problem(str(node_id), "invalid_prompt", problem)
+        for node_id, entry in prompt.items()
+        for problem in api_entry_problems(str(node_id), entry, inputs_required=False)
+    ]
+    if shapes:
+        # Nothing below can read a malformed entry, so these are reported alone.
+        raise GraphValidationError(name, shapes, _class_types(prompt))
     checker = _Checker(copy.deepcopy(dict(prompt)), types)
     unknown = [node_id for node_id, entry in prompt.items() if entry.get("class_type") not in types]
     for node_id in unknown:
@@ -128,10 +141,18 @@ def validate_prompt(
         raise GraphValidationError(
             name,
             checker.problems,
-            {n: str(e.get("class_type", "")) for n, e in prompt.items()},
+            _class_types(prompt),
             checker.dependent_outputs(roots),
         )
     return ValidPrompt(checker.prompt, roots)
+
+
+def _class_types(prompt: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        str(node_id): entry["class_type"]
+        for node_id, entry in prompt.items()
+        if isinstance(entry, Mapping) and isinstance(entry.get("class_type"), str)
+    }
 
 
 def _cycle(prompt: Mapping[str, Any]) -> list[str] | None:
@@ -142,8 +163,8 @@ def _cycle(prompt: Mapping[str, Any]) -> list[str] | None:
     predecessors = {n: [p for p in ps if p in predecessors] for n, ps in predecessors.items()}
     try:
         topological_order(predecessors)
-    except CycleError:
-        return find_cycle(predecessors, set(predecessors))
+    except CycleError as exc:
+        return exc.path
     return None
 
 
@@ -152,44 +173,96 @@ class _Checker:
         self.prompt = prompt
         self.types = types
         self.problems: list[Problem] = []
-        self.checked: dict[str, bool] = {}
+        self.checked: set[str] = set()
 
     def add(self, node_id: str, code: str, message: str, details: str = "") -> None:
         self.problems.append(Problem(node_id, code, message, details))
 
     def dependent_outputs(self, roots: Sequence[str]) -> dict[str, list[str]]:
-        bad = {p.node_id for p in self.problems}
+        """Per node with a problem, the roots that link to it, directly or not.
+
+        Each node gets a bit set of the roots above it, spread from the roots up the
+        links: linear in the links, where a walk per root is roots times nodes."""
+        bad = dict.fromkeys(p.node_id for p in self.problems)
+        linked = {node_id: self._linked(node_id) for node_id in self.prompt}
+        masks: dict[str, int] = {}
+        for index, root in enumerate(roots):
+            if root in self.prompt:
+                masks[root] = masks.get(root, 0) | 1 << index
+        try:
+            order = topological_order(linked)
+        except CycleError:
+            order = None
+        if order is not None:  # consumers before what they link to: each node once
+            for node_id in reversed(order):
+                for source_id in linked[node_id] if node_id in masks else ():
+                    masks[source_id] = masks.get(source_id, 0) | masks[node_id]
+        else:
+            work = list(masks)
+            while work:
+                node_id = work.pop()
+                for source_id in linked[node_id]:
+                    merged = masks.get(source_id, 0) | masks[node_id]
+                    if merged != masks.get(source_id, 0):
+                        masks[source_id] = merged
+                        work.append(source_id)
         found: dict[str, list[str]] = {}
-        for root in roots:
-            for node_id in self._ancestors(root):
-                if node_id in bad:
-                    found.setdefault(node_id, []).append(root)
+        for node_id in bad:
+            bits = bin(masks.get(node_id, 0))[:1:-1]  # bit i is roots[i]
+            index = bits.find("1")
+            while index >= 0:
+                found.setdefault(node_id, []).append(roots[index])
+                index = bits.find("1", index + 1)
         return found
 
-    def _ancestors(self, root: str) -> set[str]:
-        seen: set[str] = set()
-        stack = [root]
+    def check(self, root: str) -> None:
+        """Check a node and, first, every node it links to, with a stack: a chain of any
+        length costs no recursion. Cycles were ruled out before."""
+        stack = [(root, False)]
         while stack:
-            node_id = stack.pop()
-            if node_id in seen or node_id not in self.prompt:
+            node_id, sources_done = stack.pop()
+            if sources_done:
+                self._check_node(node_id)
                 continue
-            seen.add(node_id)
-            for value in (self.prompt[node_id].get("inputs") or {}).values():
-                if is_link(value):
-                    stack.append(str(value[0]))
-        return seen
+            if node_id in self.checked:
+                continue
+            self.checked.add(node_id)
+            stack.append((node_id, True))
+            for source_id in reversed(self._sources(node_id)):
+                if source_id not in self.checked:
+                    stack.append((source_id, False))
 
-    def check(self, node_id: str) -> bool:
-        """Check a node and, first, every node it links to; whether all passed."""
-        if node_id in self.checked:
-            return self.checked[node_id]
-        self.checked[node_id] = True  # provisional: links back here are cycles, found before
+    def _linked(self, node_id: str) -> list[str]:
+        """The nodes that ``node_id`` links to, except through a slot its source does not
+        have (that link is the problem, not a dependency)."""
+        found = []
+        for value in (self.prompt[node_id].get("inputs") or {}).values():
+            if not is_link(value) or value[0] not in self.prompt:
+                continue
+            source_type = self.types.get(self.prompt[value[0]]["class_type"])
+            if source_type is None or int(value[1]) < len(_return_types(source_type)):
+                found.append(value[0])
+        return found
+
+    def _sources(self, node_id: str) -> list[str]:
+        """The nodes that ``node_id``'s well-formed links reach (``_link`` checks them)."""
+        entry = self.prompt[node_id]
+        if entry.get("class_type") not in self.types:
+            return []
+        found = []
+        for value in (entry.get("inputs") or {}).values():
+            if not is_link(value) or value[0] not in self.prompt:
+                continue
+            source_type = self.types.get(self.prompt[value[0]]["class_type"])
+            if source_type is not None and 0 <= int(value[1]) < len(_return_types(source_type)):
+                found.append(value[0])
+        return found
+
+    def _check_node(self, node_id: str) -> None:
         entry = self.prompt[node_id]
         node_type = self.types.get(entry.get("class_type", ""))
         if node_type is None:
-            self.checked[node_id] = False
-            return False
-        before = len(self.problems)
+            return
         inputs = entry.setdefault("inputs", {})
         received: dict[str, Any] = {}
         for input_name, value in list(inputs.items()):
@@ -198,7 +271,7 @@ class _Checker:
                     node_id,
                     "bad_linked_input",
                     "Bad linked input, must be a length-2 list of [node_id, slot_index]",
-                    f"{input_name}, {value!r}",
+                    f"{input_name}, {summarize_value(value)}",
                 )
             elif is_link(value):
                 received_type = self._link(node_id, node_type, input_name, value)
@@ -206,9 +279,6 @@ class _Checker:
                     received[input_name] = received_type
         if isinstance(node_type, ComfyNodeType):
             self._comfy_inputs(node_id, node_type, inputs, received)
-        ok = len(self.problems) == before
-        self.checked[node_id] = ok
-        return ok
 
     def _link(self, node_id: str, node_type: NodeType, input_name: str, value: list[Any]) -> Any:
         source_id, slot = str(value[0]), int(value[1])
@@ -233,7 +303,6 @@ class _Checker:
                 f"{len(return_types)} output(s)",
             )
             return None
-        self.check(source_id)
         return return_types[slot]
 
     def _comfy_inputs(
@@ -297,7 +366,7 @@ class _Checker:
                     node_id,
                     "invalid_input_type",
                     f"Failed to convert an input value to a {spec.type} value",
-                    f"{spec.name}, {value!r}, {exc}",
+                    f"{spec.name}, {summarize_value(value)}, {name_of(str(exc), 200)}",
                 )
                 return
             inputs[spec.name] = value
@@ -308,14 +377,14 @@ class _Checker:
                 self.add(
                     node_id,
                     "value_smaller_than_min",
-                    f"Value {value} smaller than min of {spec.minimum}",
+                    f"Value {summarize_value(value)} smaller than min of {spec.minimum}",
                     spec.name,
                 )
             if spec.maximum is not None and value > spec.maximum:
                 self.add(
                     node_id,
                     "value_bigger_than_max",
-                    f"Value {value} bigger than max of {spec.maximum}",
+                    f"Value {summarize_value(value)} bigger than max of {spec.maximum}",
                     spec.name,
                 )
         except TypeError:
@@ -327,7 +396,7 @@ class _Checker:
                 node_id,
                 "value_not_in_list",
                 "Value not in list",
-                f"{spec.name}: '{value}' not in {listed}",
+                f"{spec.name}: {summarize_value(value)} not in {listed}",
             )
 
     def _custom(

@@ -33,18 +33,40 @@ no field for (positions, colours, groups, unknown keys) is kept under
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from integration.comfy.nodes import output_port, output_slot
 from integration.comfy.runtime import is_link
+from integration.comfy.shapes import (
+    MAX_NODES,
+    MAX_SUBGRAPH_DEPTH,
+    api_entry_problems,
+    body_problems,
+    definitions_problems,
+    document_problem,
+    name_of,
+    shown,
+    too_deep,
+)
 from integration.comfy.signatures import Signature, Signatures
-from integration.errors import NodegraphError
+from integration.errors import GraphLoadError, NodegraphError, summarize_value
 from integration.graph.gcpause import gc_paused
-from integration.graph.model import NODE_ID_PATTERN, PORT_PATTERN, Edge, Graph, NodeSpec
+from integration.graph.limits import check_size
+from integration.graph.model import (
+    GRAPH_NAME_PATTERN,
+    NODE_ID_PATTERN,
+    PORT_PATTERN,
+    Edge,
+    Graph,
+    NodeSpec,
+)
 from integration.graph.order import levels, topological_order
 
 WorkflowFormat = Literal["api", "ui"]
@@ -58,6 +80,7 @@ POSITIONAL = "#"
 """Params named ``#0``, ``#1``, ... hold widget values whose names were not known."""
 
 _NODE_ID = re.compile(NODE_ID_PATTERN)
+_GRAPH_NAME = re.compile(GRAPH_NAME_PATTERN)
 _PORT = re.compile(PORT_PATTERN)
 _UI_NODE_KEYS = frozenset(
     {
@@ -101,10 +124,16 @@ ORIGINAL_ID = "nodegraph_id"
 class ComfyWorkflowError(NodegraphError, ValueError):
     """A workflow file cannot be read; ``problems`` says which node or link is at fault."""
 
+    SHOWN = 50
+    """At most this many problems are written into the message; ``problems`` has all."""
+
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
         self.problems = problems
-        super().__init__(f"cannot read ComfyUI workflow {source}:\n  " + "\n  ".join(problems))
+        lines = problems[: self.SHOWN]
+        if len(problems) > self.SHOWN:
+            lines = [*lines, f"... and {len(problems) - self.SHOWN} more problem(s)"]
+        super().__init__(f"cannot read ComfyUI workflow {source}:\n  " + "\n  ".join(lines))
 
 
 @dataclass
@@ -137,6 +166,7 @@ def workflow_format(data: Any) -> WorkflowFormat | None:
 def read_workflow(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     """The JSON of a workflow file (or data), and a name for it in messages."""
     if isinstance(source, Mapping):
+        _check_limits(source, "<data>")
         return dict(source), "<data>"
     path = Path(source)
     try:
@@ -146,11 +176,19 @@ def read_workflow(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any
     except (OSError, UnicodeDecodeError) as exc:
         raise ComfyWorkflowError(str(path), [f"cannot read: {exc}"]) from None
     try:
+        check_size(text, str(path))
         data = json.loads(text)
+    except GraphLoadError as exc:
+        raise ComfyWorkflowError(str(path), [message for _, message in exc.problems]) from None
     except json.JSONDecodeError as exc:
         raise ComfyWorkflowError(
             str(path), [f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"]
         ) from None
+    except RecursionError:
+        raise ComfyWorkflowError(str(path), [too_deep()]) from None
+    except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
+        raise ComfyWorkflowError(str(path), [f"not readable JSON: {exc}"]) from None
+    _check_limits(data, str(path))
     if workflow_format(data) is None:
         raise ComfyWorkflowError(
             str(path),
@@ -160,6 +198,12 @@ def read_workflow(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any
             ],
         )
     return data, str(path)
+
+
+def _check_limits(data: Any, where: str) -> None:
+    problem = document_problem(data)
+    if problem:
+        raise ComfyWorkflowError(where, [problem])
 
 
 def import_workflow(
@@ -177,9 +221,18 @@ def import_workflow(
     kind = workflow_format(data)
     if kind is None:
         raise ComfyWorkflowError(where, ["not a ComfyUI workflow"])
-    if "prompt" in data and kind == "api" and "class_type" not in next(iter(data.values()), {}):
-        data = dict(data["prompt"])
+    body = data.get("prompt")
+    if kind == "api" and isinstance(body, Mapping) and "class_type" not in body:
+        data = dict(body)  # a POST /prompt body, not a prompt with a node named "prompt"
     graph_name = name or graph_name_for(source)
+    if (
+        not isinstance(graph_name, str)
+        or len(graph_name) > 200
+        or not _GRAPH_NAME.match(graph_name)
+    ):
+        raise ComfyWorkflowError(
+            where, [f"the graph name {shown(graph_name)} is not a valid graph name"]
+        )
     with gc_paused():  # many small objects and no cycles: collections only cost time
         if kind == "api":
             graph, warnings = _api_to_graph(data, where, signatures, graph_name)
@@ -207,21 +260,19 @@ def _api_to_graph(
     prompt: Mapping[str, Any], where: str, signatures: Signatures, name: str
 ) -> tuple[Graph, list[str]]:
     problems: list[str] = []
+    for node_id, entry in prompt.items():
+        _check_node_id(str(node_id), where, problems)
+        problems.extend(api_entry_problems(str(node_id), entry))
+    if problems:
+        raise ComfyWorkflowError(where, problems)
     warnings: list[str] = []
     nodes: list[NodeSpec] = []
     edges: list[Edge] = []
     kept: dict[str, Any] = {}
     for node_id, entry in prompt.items():
         node_id = str(node_id)
-        _check_node_id(node_id, where, problems)
-        class_type = entry.get("class_type")
-        if not isinstance(class_type, str) or not class_type:
-            problems.append(f"node {node_id}: class_type must be a non-empty string")
-            continue
-        inputs = entry.get("inputs")
-        if not isinstance(inputs, Mapping):
-            problems.append(f"node {node_id} ({class_type}): inputs must be an object")
-            continue
+        class_type = entry["class_type"]
+        inputs = entry["inputs"]
         params: dict[str, Any] = {}
         signature = signatures.get(class_type)
         for input_name, value in inputs.items():
@@ -241,14 +292,11 @@ def _api_to_graph(
                         "input's name must be an identifier to become a port"
                     )
                     continue
-                edges.append(
-                    Edge.model_validate(
-                        {
-                            "from": f"{source_id}.{output_port(int(slot))}",
-                            "to": f"{node_id}.{input_name}",
-                        }
-                    )
-                )
+                edge = _edge(f"{source_id}.{output_port(int(slot))}", f"{node_id}.{input_name}")
+                if isinstance(edge, str):
+                    problems.append(f"node {name_of(node_id)} ({class_type}) input: {edge}")
+                    continue
+                edges.append(edge)
             else:
                 params[input_name] = value
         meta = entry.get("_meta") if isinstance(entry.get("_meta"), Mapping) else {}
@@ -258,14 +306,52 @@ def _api_to_graph(
             kept[node_id] = {"extra": extra} | ({"meta": meta_extra} if meta_extra else {})
         if problems:
             continue
-        nodes.append(NodeSpec(id=node_id, type=class_type, params=params, title=meta.get("title")))
+        spec = _node_spec(node_id, class_type, params, meta.get("title"))
+        if isinstance(spec, str):
+            problems.append(spec)
+            continue
+        nodes.append(spec)
     if problems:
         raise ComfyWorkflowError(where, problems)
     metadata: dict[str, Any] = {"format": "api"}
     if kept:
         metadata["nodes"] = kept
-    graph = Graph(name=name, nodes=nodes, edges=edges, metadata={"comfy": metadata})
+    graph = _graph(where, name=name, nodes=nodes, edges=edges, metadata={"comfy": metadata})
     return graph, warnings + _unsigned_warning(nodes, signatures)
+
+
+def _node_spec(node_id: str, class_type: str, params: dict[str, Any], title: Any) -> NodeSpec | str:
+    """The node, or what the graph model refuses in it (a length limit, say), by field."""
+    try:
+        return NodeSpec(id=node_id, type=class_type, params=params, title=title)
+    except ValidationError as exc:
+        return f"node {name_of(node_id)} ({name_of(class_type)}): {_first_error(exc)}"
+
+
+def _edge(source: str, target: str) -> Edge | str:
+    """The edge, or what the graph model refuses in it."""
+    try:
+        return Edge.model_validate({"from": source, "to": target})
+    except ValidationError as exc:
+        return f"{name_of(source)} -> {name_of(target)}: {_first_error(exc)}"
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    field = ".".join(str(part) for part in error["loc"])
+    return f"{field}: {error['msg']}"
+
+
+def _graph(where: str, **fields: Any) -> Graph:
+    # Every field was checked on the way in; this turns a check that was missed into
+    # the workflow error it should have been, not a pydantic traceback.
+    try:
+        return Graph(**fields)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        ]
+        raise ComfyWorkflowError(where, problems) from None
 
 
 def _undeclared(node_id: str, class_type: str, input_name: str) -> str:
@@ -279,13 +365,8 @@ def _link_problem(
     prompt: Mapping[str, Any], signatures: Signatures, source_id: str, slot: Any
 ) -> str | None:
     if source_id not in prompt:
-        return f"links to node {source_id}, which is not in the workflow"
-    if not float(slot).is_integer() or slot < 0:
-        return f"links to slot {slot!r} of node {source_id}; a slot is a whole number >= 0"
-    source = prompt[source_id]
-    signature = (
-        signatures.get(source.get("class_type", "")) if isinstance(source, Mapping) else None
-    )
+        return f"links to node {name_of(source_id)}, which is not in the workflow"
+    signature = signatures.get(prompt[source_id]["class_type"])
     if signature is not None and int(slot) >= len(signature.return_types):
         return (
             f"links to output slot {int(slot)} of node {source_id} "
@@ -356,17 +437,21 @@ class _UiReader:
         self.signatures = signatures
         self.problems: list[str] = []
         self.warnings: list[str] = []
-        definitions = (data.get("definitions") or {}).get("subgraphs") or []
-        self.definitions = {str(d.get("id")): d for d in definitions if isinstance(d, Mapping)}
+        self.definitions: dict[str, Mapping[str, Any]] = {}
+        self.scopes: dict[str, _Scope] = {}
+        """Subgraph instances' scopes by prefix: each is built once, however often
+        links pass through it."""
+        self.ids: set[str] = set()
         self.nodes: list[NodeSpec] = []
         self.edges: list[Edge] = []
         self.kept: dict[str, Any] = {}
         self.unsigned: set[str] = set()
 
     def graph(self, name: str) -> tuple[Graph, list[str]]:
+        self._check_shapes()
         top = self._scope("", self.data, None, None, ())
         if not self.problems:
-            self._read_scope(top)
+            self._read_scopes(top)
         if self.problems:
             raise ComfyWorkflowError(self.where, self.problems)
         workflow = {k: v for k, v in self.data.items() if k not in _STRUCTURAL_KEYS}
@@ -375,7 +460,9 @@ class _UiReader:
             metadata["workflow"] = workflow
         if self.kept:
             metadata["nodes"] = self.kept
-        graph = Graph(name=name, nodes=self.nodes, edges=self.edges, metadata={"comfy": metadata})
+        graph = _graph(
+            self.where, name=name, nodes=self.nodes, edges=self.edges, metadata={"comfy": metadata}
+        )
         if self.unsigned:
             self.warnings.append(
                 "no signature for " + ", ".join(sorted(self.unsigned)) + ": their "
@@ -384,6 +471,52 @@ class _UiReader:
                 "ComfyUI /object_info)"
             )
         return graph, self.warnings
+
+    def _check_shapes(self) -> None:
+        """Every field the reader uses, in the workflow and each subgraph definition,
+        checked before any is used: the reader below trusts their shapes."""
+        problems = definitions_problems(self.data) + body_problems(self.data, "workflow")
+        if not problems:
+            subgraphs = (self.data.get("definitions") or {}).get("subgraphs") or []
+            self.definitions = {str(d["id"]): d for d in subgraphs}
+            for definition_id, definition in self.definitions.items():
+                label = f"subgraph {name_of(definition.get('name') or definition_id)!r}"
+                problems.extend(body_problems(definition, label))
+        if not problems and self._flattened_size() > MAX_NODES:
+            problems.append(
+                f"workflow: more than {MAX_NODES} nodes once its subgraphs are flattened "
+                "(nodegraph's limit)"
+            )
+        if problems:
+            raise ComfyWorkflowError(self.where, problems)
+
+    def _flattened_size(self) -> int:
+        """How many nodes the workflow has with every subgraph instance expanded (muted
+        ones too), counted per definition, inner ones first, before anything is built:
+        a few instances nested a few times multiply into millions."""
+        nodes_of = {d: self.definitions[d].get("nodes") or [] for d in self.definitions}
+        sizes: dict[str, int] = {}
+        visiting: set[str] = set()
+        for start in nodes_of:
+            stack = [(start, False)]
+            while stack:
+                definition_id, inner_done = stack.pop()
+                if inner_done:
+                    total = sum(
+                        sizes.get(n["type"], 0) if n["type"] in nodes_of else 1
+                        for n in nodes_of[definition_id]
+                    )
+                    sizes[definition_id] = min(total, MAX_NODES + 1)
+                    continue
+                if definition_id in sizes or definition_id in visiting:
+                    continue  # done, or a subgraph inside itself, which the reader reports
+                visiting.add(definition_id)
+                stack.append((definition_id, True))
+                stack.extend(
+                    (n["type"], False) for n in nodes_of[definition_id] if n["type"] in nodes_of
+                )
+        top = self.data.get("nodes") or []
+        return sum(sizes.get(n["type"], 0) if n["type"] in nodes_of else 1 for n in top)
 
     # structure
 
@@ -397,23 +530,14 @@ class _UiReader:
     ) -> _Scope:
         label = f"subgraph {chain[-1]!r}" if chain else "workflow"
         nodes: dict[str, dict[str, Any]] = {}
-        for index, node in enumerate(body.get("nodes") or []):
-            if not isinstance(node, Mapping) or "id" not in node or "type" not in node:
-                self.problems.append(f"{label}: nodes[{index}] needs an id and a type")
-                continue
+        for node in body.get("nodes") or []:
             node_id = str(node["id"])
             if node_id in nodes:
-                self.problems.append(f"{label}: node id {node_id} is used twice")
+                self.problems.append(f"{label}: node id {name_of(node_id)} is used twice")
             nodes[node_id] = dict(node)
         links: dict[str, _Link] = {}
-        for index, raw in enumerate(body.get("links") or []):
+        for raw in body.get("links") or []:
             link = _parse_link(raw)
-            if link is None:
-                self.problems.append(
-                    f"{label}: links[{index}] is neither [id, origin, slot, target, slot, "
-                    f"type] nor a link object: {raw!r}"
-                )
-                continue
             links[str(link.id)] = link
         scope = _Scope(prefix, nodes, links, parent, instance, None, chain)
         for link in links.values():
@@ -427,95 +551,112 @@ class _UiReader:
         ):
             if str(node_id) not in scope.nodes and not (scope.chain and node_id == special):
                 self.problems.append(
-                    f"{label}: link {link.id} {end} node {node_id}, which does not exist"
+                    f"{label}: link {name_of(link.id)} {end} node {name_of(node_id)}, "
+                    "which does not exist"
                 )
         origin = scope.nodes.get(str(link.origin_id))
         outputs = origin.get("outputs") if origin else None
         if isinstance(outputs, list) and outputs and link.origin_slot >= len(outputs):
             self.problems.append(
-                f"{label}: link {link.id} comes from output slot {link.origin_slot} of node "
-                f"{link.origin_id} ({origin['type']}), which has {len(outputs)} output(s)"
+                f"{label}: link {name_of(link.id)} comes from output slot {link.origin_slot} "
+                f"of node {name_of(link.origin_id)} ({name_of(origin['type'])}), which has "
+                f"{len(outputs)} output(s)"
             )
         target = scope.nodes.get(str(link.target_id))
         inputs = target.get("inputs") if target else None
         if target is not None and (not isinstance(inputs, list) or link.target_slot >= len(inputs)):
             count = len(inputs) if isinstance(inputs, list) else 0
             self.problems.append(
-                f"{label}: link {link.id} goes to input slot {link.target_slot} of node "
-                f"{link.target_id} ({target['type']}), which has {count} input(s)"
+                f"{label}: link {name_of(link.id)} goes to input slot {link.target_slot} of "
+                f"node {name_of(link.target_id)} ({name_of(target['type'])}), which has "
+                f"{count} input(s)"
             )
 
-    def _read_scope(self, scope: _Scope) -> None:
-        for node_id, node in scope.nodes.items():
-            node_type = str(node["type"])
-            mode = node.get("mode", 0)
-            if node_type in VIRTUAL_TYPES or mode in (MUTED, BYPASSED):
+    def _read_scopes(self, top: _Scope) -> None:
+        """Read every real node, depth first in file order, a subgraph instance's nodes
+        where the instance is; with a stack, so nesting costs no recursion."""
+        stack = [iter([(top, node_id, node) for node_id, node in top.nodes.items()])]
+        while stack:
+            step = next(stack[-1], None)
+            if step is None:
+                stack.pop()
+                continue
+            scope, node_id, node = step
+            node_type = node["type"]
+            if node_type in VIRTUAL_TYPES or (node.get("mode") or 0) in (MUTED, BYPASSED):
                 continue
             if node_type in self.definitions:
                 inner = self._enter(scope, node)
                 if inner is not None:
-                    self._read_scope(inner)
+                    stack.append(iter([(inner, i, n) for i, n in inner.nodes.items()]))
                 continue
             self._read_node(scope, node_id, node)
 
     def _enter(self, scope: _Scope, instance: dict[str, Any]) -> _Scope | None:
+        prefix = f"{scope.flat_id(instance['id'])}:"
+        if prefix in self.scopes:
+            return self.scopes[prefix]
         definition_id = str(instance["type"])
         if definition_id in scope.chain:
             names = [self._definition_name(d) for d in (*scope.chain, definition_id)]
             self.problems.append(
-                f"node {scope.flat_id(instance['id'])}: subgraph {names[-1]!r} contains "
-                f"itself ({' -> '.join(names)})"
+                f"node {name_of(scope.flat_id(instance['id']))}: subgraph {names[-1]!r} "
+                f"contains itself ({' -> '.join(names)})"
+            )
+            return None
+        if len(scope.chain) >= MAX_SUBGRAPH_DEPTH:
+            self.problems.append(
+                f"node {name_of(scope.flat_id(instance['id']))}: subgraphs nest deeper than "
+                f"{MAX_SUBGRAPH_DEPTH} levels, nodegraph's limit"
             )
             return None
         definition = self.definitions[definition_id]
-        inner = self._scope(
-            f"{scope.flat_id(instance['id'])}:",
-            definition,
-            scope,
-            instance,
-            (*scope.chain, definition_id),
-        )
+        inner = self._scope(prefix, definition, scope, instance, (*scope.chain, definition_id))
         inner.definition = definition
         inner.input_values, inner.promoted = _instance_values(instance)
         x, y = _xy(instance.get("pos"))
         inner.offset = (scope.offset[0] + x, scope.offset[1] + y)
+        self.scopes[prefix] = inner
         return inner
 
     def _definition_name(self, definition_id: str) -> str:
-        return str(self.definitions.get(definition_id, {}).get("name") or definition_id)
+        return name_of(self.definitions.get(definition_id, {}).get("name") or definition_id)
 
     # one node
 
     def _read_node(self, scope: _Scope, node_id: str, node: dict[str, Any]) -> None:
         flat_id = scope.flat_id(node_id)
         properties = dict(node.get("properties") or {})
-        flat_id = str(properties.pop(ORIGINAL_ID, flat_id))
+        flat_id = properties.pop(ORIGINAL_ID, flat_id)
         _check_node_id(flat_id, self.where, self.problems)
-        class_type = str(node["type"])
+        if flat_id in self.ids:
+            self.problems.append(
+                f"node id {name_of(flat_id)} is used twice once subgraphs are flattened (check "
+                f"properties.{ORIGINAL_ID})"
+            )
+        self.ids.add(flat_id)
+        class_type = node["type"]
         signature = self.signatures.get(class_type)
         params, controls = self._widget_params(flat_id, node, signature, scope)
         params.update(scope.promoted.get(node_id, {}))
         linked_widgets: dict[str, Any] = {}
         input_types: dict[str, Any] = {}
-        for slot, entry in enumerate(node.get("inputs") or []):
-            if not isinstance(entry, Mapping) or "name" not in entry:
-                self.problems.append(f"node {flat_id} ({class_type}): inputs[{slot}] has no name")
-                continue
-            input_name = str(entry["name"])
+        for entry in node.get("inputs") or []:
+            input_name = entry["name"]
             widget = entry.get("widget")
             if isinstance(widget, Mapping) and widget.get("name"):
-                input_name = str(widget["name"])
+                input_name = widget["name"]
             link_id = entry.get("link")
             if link_id is None:
                 continue
             link = scope.links.get(str(link_id))
             if link is None:
                 self.problems.append(
-                    f"node {flat_id} ({class_type}) input {input_name!r}: link {link_id} is "
-                    "not in the workflow's links"
+                    f"node {name_of(flat_id)} ({name_of(class_type)}) input {input_name!r}: "
+                    f"link {name_of(link_id)} is not in the workflow's links"
                 )
                 continue
-            resolved = self._origin(scope, link, entry.get("type", "*"), ())
+            resolved = self._origin(scope, link, entry.get("type", "*"))
             if resolved is None:
                 continue  # fed by a muted node or an unconnected bypass: left unset
             if resolved.is_value:
@@ -525,22 +666,23 @@ class _UiReader:
                 linked_widgets[input_name] = params.pop(input_name)
             if not _PORT.match(input_name):
                 self.problems.append(
-                    f"node {flat_id} ({class_type}) input {input_name!r}: a linked input's "
-                    "name must be an identifier to become a port"
+                    f"node {name_of(flat_id)} ({name_of(class_type)}) input {input_name!r}: a "
+                    "linked input's name must be an identifier to become a port"
                 )
                 continue
             assert resolved.node is not None
+            if not _NODE_ID.match(resolved.node) or not _NODE_ID.match(flat_id):
+                continue  # the node with that id reports it when it is read
             if signature is not None and signature.input(input_name) is None:
                 self.warnings.append(_undeclared(flat_id, class_type, input_name))
             input_types[input_name] = entry.get("type", "*")
-            self.edges.append(
-                Edge.model_validate(
-                    {
-                        "from": f"{resolved.node}.{output_port(resolved.slot)}",
-                        "to": f"{flat_id}.{input_name}",
-                    }
+            edge = _edge(f"{resolved.node}.{output_port(resolved.slot)}", f"{flat_id}.{input_name}")
+            if isinstance(edge, str):
+                self.problems.append(
+                    f"node {name_of(flat_id)} ({name_of(class_type)}) input: {edge}"
                 )
-            )
+                continue
+            self.edges.append(edge)
         # Every UI node is kept with a position, size, flags and properties (defaults
         # where the file has none), so that writing the graph back and reading it again
         # gives the same graph.
@@ -554,7 +696,7 @@ class _UiReader:
         kept.setdefault("size", list(DEFAULT_SIZE))
         kept.setdefault("flags", {})
         kept["properties"] = {"Node name for S&R": class_type, **properties}
-        if node.get("mode", 0) != 0:
+        if node.get("mode") or 0:
             kept["mode"] = node["mode"]
         extra = {k: v for k, v in node.items() if k not in _UI_NODE_KEYS}
         if extra:
@@ -573,9 +715,11 @@ class _UiReader:
         if linked_widgets:
             kept["linked_widgets"] = linked_widgets
         self.kept[flat_id] = kept
-        self.nodes.append(
-            NodeSpec(id=flat_id, type=class_type, params=params, title=node.get("title"))
-        )
+        spec = _node_spec(flat_id, class_type, params, node.get("title"))
+        if isinstance(spec, str):
+            self.problems.append(spec)
+        else:
+            self.nodes.append(spec)
 
     def _widget_params(
         self,
@@ -589,53 +733,59 @@ class _UiReader:
             return {}, {}
         if isinstance(values, Mapping):
             return dict(values), {}
-        if not isinstance(values, list):
-            self.problems.append(
-                f"node {flat_id} ({node['type']}): widgets_values must be a list or an "
-                f"object, not {type(values).__name__}"
-            )
-            return {}, {}
         if signature is None:
-            self.unsigned.add(str(node["type"]))
+            self.unsigned.add(node["type"])
             return {f"{POSITIONAL}{i}": v for i, v in enumerate(values)}, {}
         params, controls, position = name_widget_values(signature, values)
         if position < len(values):
             self.warnings.append(
-                f"node {flat_id} ({node['type']}): {len(values) - position} widget "
-                f"value(s) beyond the class's {len(signature.widgets())} widget(s) were "
-                f"ignored: {values[position:]!r}"
+                f"node {name_of(flat_id)} ({name_of(node['type'])}): "
+                f"{len(values) - position} widget value(s) beyond the class's "
+                f"{len(signature.widgets())} widget(s) were ignored: "
+                f"{summarize_value(values[position:])}"
             )
         return params, controls
 
     # following links back to a real node
 
-    def _origin(
-        self, scope: _Scope, link: _Link, want_type: Any, seen: tuple[Any, ...]
-    ) -> _Resolved | None:
-        marker = (scope.prefix, link.id)
-        if marker in seen:
-            self.problems.append(f"link {link.id}: reroutes or bypassed nodes form a loop")
-            return None
-        seen = (*seen, marker)
+    def _origin(self, scope: _Scope, link: _Link, want_type: Any) -> _Resolved | None:
+        """Where a link's value comes from, through reroutes, bypassed nodes and subgraph
+        boundaries, hop by hop in a loop: a chain of any length costs no recursion."""
+        seen: set[tuple[str, str]] = set()
+        hop: _Resolved | tuple[_Scope, _Link] | None = (scope, link)
+        while isinstance(hop, tuple):
+            scope, link = hop
+            marker = (scope.prefix, str(link.id))
+            if marker in seen:
+                self.problems.append(
+                    f"link {name_of(link.id)}: reroutes or bypassed nodes form a loop"
+                )
+                return None
+            seen.add(marker)
+            hop = self._hop(scope, link, want_type)
+        return hop
+
+    def _hop(
+        self, scope: _Scope, link: _Link, want_type: Any
+    ) -> _Resolved | tuple[_Scope, _Link] | None:
+        """The value or node at a link's origin, or the link to follow next."""
         if scope.chain and link.origin_id == SUBGRAPH_INPUT:
-            return self._from_instance_input(scope, link.origin_slot, want_type, seen)
+            return self._from_instance_input(scope, link.origin_slot)
         source = scope.nodes.get(str(link.origin_id))
         if source is None:
             return None  # reported by _check_link
-        source_type = str(source["type"])
-        mode = source.get("mode", 0)
+        source_type = source["type"]
+        mode = source.get("mode") or 0
         if mode == MUTED:
             return None
         if source_type == "PrimitiveNode":
             values = source.get("widgets_values") or []
             return _Resolved(value=values[0] if values else None, is_value=True)
         if source_type == "Reroute":
-            return self._through_input(scope, source, 0, want_type, seen)
+            return self._input_link(scope, source, 0)
         if mode == BYPASSED:
             slot = _bypass_slot(source, link.origin_slot, want_type)
-            if slot is None:
-                return None
-            return self._through_input(scope, source, slot, want_type, seen)
+            return None if slot is None else self._input_link(scope, source, slot)
         if source_type in self.definitions:
             inner = self._enter(scope, source)
             if inner is None:
@@ -644,7 +794,7 @@ class _UiReader:
                 if inner_link.target_id == SUBGRAPH_OUTPUT and (
                     inner_link.target_slot == link.origin_slot
                 ):
-                    return self._origin(inner, inner_link, want_type, seen)
+                    return inner, inner_link
             return None
         return _Resolved(node=self._flat_source_id(scope, source), slot=link.origin_slot)
 
@@ -652,18 +802,18 @@ class _UiReader:
         properties = source.get("properties") or {}
         return str(properties.get(ORIGINAL_ID, scope.flat_id(source["id"])))
 
-    def _through_input(
-        self, scope: _Scope, node: Mapping[str, Any], slot: int, want_type: Any, seen: tuple
-    ) -> _Resolved | None:
+    def _input_link(
+        self, scope: _Scope, node: Mapping[str, Any], slot: int
+    ) -> tuple[_Scope, _Link] | None:
         inputs = node.get("inputs") or []
         link_id = inputs[slot].get("link") if slot < len(inputs) else None
         if link_id is None or str(link_id) not in scope.links:
             return None
-        return self._origin(scope, scope.links[str(link_id)], want_type, seen)
+        return scope, scope.links[str(link_id)]
 
     def _from_instance_input(
-        self, scope: _Scope, slot: int, want_type: Any, seen: tuple
-    ) -> _Resolved | None:
+        self, scope: _Scope, slot: int
+    ) -> _Resolved | tuple[_Scope, _Link] | None:
         assert scope.parent is not None and scope.instance is not None
         instance = scope.instance
         definition_inputs = (scope.definition or {}).get("inputs") or []
@@ -675,8 +825,8 @@ class _UiReader:
         )
         entry = inputs[index] if index < len(inputs) else {}
         if entry.get("link") is not None:
-            return self._through_input(scope.parent, instance, index, want_type, seen)
-        widget = entry.get("widget") if isinstance(entry, Mapping) else None
+            return self._input_link(scope.parent, instance, index)
+        widget = entry.get("widget")
         widget_name = widget.get("name", name) if isinstance(widget, Mapping) else name
         if widget_name in scope.input_values:
             return _Resolved(value=scope.input_values[widget_name], is_value=True)
@@ -688,9 +838,11 @@ def _xy(pos: Any) -> tuple[float, float]:
         pos = [pos.get("0", pos.get(0, 0)), pos.get("1", pos.get(1, 0))]
     if isinstance(pos, list | tuple) and len(pos) >= 2:
         try:
-            return float(pos[0]), float(pos[1])
-        except (TypeError, ValueError):
-            pass
+            x, y = float(pos[0]), float(pos[1])
+        except (TypeError, ValueError, OverflowError):
+            return 0.0, 0.0
+        if math.isfinite(x) and math.isfinite(y):
+            return x, y
     return 0.0, 0.0
 
 
@@ -705,8 +857,10 @@ def _instance_values(
     if isinstance(proxies, str):
         try:
             proxies = json.loads(proxies)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             proxies = []
+    if not isinstance(proxies, list):
+        proxies = []
     proxies = [
         (str(p[0]), str(p[1])) for p in proxies if isinstance(p, list | tuple) and len(p) == 2
     ]
@@ -735,23 +889,19 @@ def _instance_values(
     return by_input, promoted
 
 
-def _parse_link(raw: Any) -> _Link | None:
-    try:
-        if isinstance(raw, list) and len(raw) >= 5:
-            link_type = raw[5] if len(raw) > 5 else "*"
-            return _Link(raw[0], raw[1], int(raw[2]), raw[3], int(raw[4]), link_type)
-        if isinstance(raw, Mapping):
-            return _Link(
-                raw["id"],
-                raw["origin_id"],
-                int(raw["origin_slot"]),
-                raw["target_id"],
-                int(raw["target_slot"]),
-                raw.get("type", "*"),
-            )
-    except (KeyError, TypeError, ValueError):
-        return None
-    return None
+def _parse_link(raw: Any) -> _Link:
+    """A link whose shape ``shapes.link_problem`` has passed."""
+    if isinstance(raw, list):
+        link_type = raw[5] if len(raw) > 5 else "*"
+        return _Link(raw[0], raw[1], int(raw[2]), raw[3], int(raw[4]), link_type)
+    return _Link(
+        raw["id"],
+        raw["origin_id"],
+        int(raw["origin_slot"]),
+        raw["target_id"],
+        int(raw["target_slot"]),
+        raw.get("type", "*"),
+    )
 
 
 def _bypass_slot(node: Mapping[str, Any], origin_slot: int, want_type: Any) -> int | None:
@@ -838,6 +988,7 @@ def name_widget_values(
         if (
             spec.has_control_widget
             and position < len(values)
+            and isinstance(values[position], str)
             and values[position] in CONTROL_VALUES
         ):
             extra = [values[position]]
