@@ -76,7 +76,17 @@ class NodeReport:
     attempts: int = 0
     """How many times the node function ran (retries included); 0 when it did not run."""
     reason: str | None = None
-    """Why a node was skipped, fell back or did not run."""
+    """Why a node was skipped, fell back or did not run; for a node that ran again after
+    its worker died, that it was recovered (see ``lost_workers``)."""
+    lost_workers: list[str] = field(default_factory=list)
+    """Dask workers that died while running the node, one per extra attempt."""
+
+    def recovered_from(self, workers: list[str]) -> None:
+        """Record that the node ran again after ``workers`` died while running it."""
+        self.lost_workers = [*self.lost_workers, *workers]
+        self.attempts = max(self.attempts, 1) + len(workers)
+        note = f"recovered from a lost worker {', '.join(workers)}"
+        self.reason = f"{self.reason}; {note}" if self.reason else note
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +99,7 @@ class NodeReport:
             "cache_key": self.cache_key,
             "attempts": self.attempts,
             "reason": self.reason,
+            "lost_workers": list(self.lost_workers),
         }
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextvars
 import ctypes
 import multiprocessing
+import os
 import pickle
 import threading
 from collections.abc import Callable, Mapping
@@ -37,6 +38,7 @@ from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
 from integration.errors import NodegraphError, NodeTimeoutError
+from integration.lifeline import ORPHAN_EXIT_CODE, Lifeline, watch_parent
 
 T = TypeVar("T")
 
@@ -106,8 +108,14 @@ def invoke_in_process(
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_PRELOAD)
     receiver, sender = context.Pipe(duplex=False)
+    # The forkserver is the child's parent, not this process: the child watches this
+    # one through the lifeline, so that a killed run's node stops with it.
+    lifeline = Lifeline(context)
     child = context.Process(
-        target=_child, args=(invoke, dict(values), sender), name=f"nodegraph {what}", daemon=True
+        target=_child,
+        args=(invoke, dict(values), sender, lifeline.child_end),
+        name=f"nodegraph {what}",
+        daemon=True,
     )
     child.start()
     sender.close()
@@ -120,6 +128,7 @@ def invoke_in_process(
             child.kill()
         child.join(5)
         receiver.close()
+        lifeline.close()
     if kind == "error":
         raise payload
     return payload
@@ -147,8 +156,13 @@ def _child(
     invoke: Callable[[Mapping[str, Any]], dict[str, Any]],
     values: dict[str, Any],
     sender: Connection,
+    lifeline: Connection,
 ) -> None:
-    sender.send_bytes(pickle.dumps(("ready", None)))
+    watch_parent(lifeline)
+    try:
+        sender.send_bytes(pickle.dumps(("ready", None)))
+    except OSError:  # the process that started it died meanwhile: the node never starts
+        os._exit(ORPHAN_EXIT_CODE)
     try:
         answer: tuple[str, Any] = ("ok", invoke(values))
     except BaseException as exc:
@@ -158,10 +172,13 @@ def _child(
         # otherwise surface in the parent as an unrelated TypeError.
         payload = pickle.dumps(answer)
         pickle.loads(payload)
-        sender.send_bytes(payload)
     except Exception as exc:  # an unpicklable result or exception
         kind, value = answer
         reason = f"{value!r}" if kind == "error" else f"its result cannot be pickled: {exc!r}"
-        sender.send_bytes(pickle.dumps(("error", NodegraphError(f"node failed: {reason}"))))
+        payload = pickle.dumps(("error", NodegraphError(f"node failed: {reason}")))
+    try:
+        sender.send_bytes(payload)
+    except OSError:  # nobody is left to answer
+        os._exit(ORPHAN_EXIT_CODE)
     finally:
         sender.close()

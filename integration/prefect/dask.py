@@ -18,6 +18,19 @@ What changes is how a task gets to a worker:
 - **Node packs.** Node types travel by pack reference and load on the worker from the
   same path or module; ``PackPreload`` loads the run's packs on every worker as it
   joins, so a missing pack fails early with a clear message.
+- **Lost workers.** When a worker dies while running a node, Dask runs the node again
+  elsewhere and the run goes on. ``lost_workers`` says which nodes that happened to,
+  and on which workers: each node task announces its start to the scheduler (an event
+  on ``STARTED_TOPIC``), and the scheduler's ``remove-worker`` event names the tasks
+  the worker was processing; a node counts as recovered when it had started there.
+  Results lost with a worker and recomputed from the cache do not count. The
+  scheduler keeps the last 1,000 events of a topic, so in a run of more nodes than
+  that an early recovery can go unreported.
+- **Workers of a local cluster die with the run.** A ``LocalCluster`` (or
+  ``LocalCUDACluster``) that the runner starts runs its nannies in this process, and
+  each worker process exits when its nanny's pipe closes (distributed's
+  ``AsyncProcess``), so ``kill -9`` of the run takes its workers with it. A cluster at
+  ``address`` is the user's: it is never stopped.
 """
 
 from __future__ import annotations
@@ -38,6 +51,9 @@ from integration.graph.registry import PackSource, resolve_pack
 from integration.prefect.task_context import FlowRunContextBlob, run_node_task
 
 logger = logging.getLogger("nodegraph.dask")
+
+STARTED_TOPIC = "nodegraph-node-started"
+"""Scheduler event topic on which node tasks announce their start."""
 
 
 class NodegraphDaskTaskRunner(DaskTaskRunner):
@@ -108,7 +124,7 @@ class NodegraphDaskTaskRunner(DaskTaskRunner):
         context_id, context_blob = self._context.current()
         future = distributed.Client.submit(
             client,
-            run_node_task,
+            run_dask_node_task,
             task,
             task_run_id,
             parameters,
@@ -130,6 +146,60 @@ class NodegraphDaskTaskRunner(DaskTaskRunner):
             return []
         self.client.replicate([wrapped])
         return sorted(self.client.who_has([wrapped]).get(wrapped.key, ()))
+
+    def lost_workers(self, task_run_ids: Iterable[str]) -> dict[str, list[str]]:
+        """The workers that died while running each of ``task_run_ids`` (Dask ran it
+        again elsewhere, or failed it after too many), for those it happened to.
+
+        Asked of the scheduler's event log once a run is over: which workers announced
+        the start of the run's nodes, which of those are gone, and what each gone one
+        was processing when it left. Distributed's own ``"all"`` topic is not
+        subscribed to: its ``replicate`` event carries scheduler objects, and a client
+        subscribed to it lost its futures when the run replicated an output.
+        """
+        by_hex = {uuid.UUID(task_run_id).hex: task_run_id for task_run_id in task_run_ids}
+        if not by_hex:
+            return {}
+        client = self.client
+        ran_on: dict[str, list[str]] = {}
+        for _, note in client.get_events(STARTED_TOPIC):
+            key = note.get("key", "") if isinstance(note, dict) else ""
+            if key.rsplit("-", 1)[-1] in by_hex:
+                ran_on.setdefault(key, []).append(note.get("worker", ""))
+        if not ran_on:
+            return {}
+        alive = set(client.nthreads())  # the workers there are now (a small answer)
+        gone = {w for workers in ran_on.values() for w in workers if w and w not in alive}
+        if not gone:
+            return {}
+        processing: dict[str, set[str]] = {}
+        for worker in sorted(gone):
+            for _, event in client.get_events(worker):
+                if isinstance(event, dict) and event.get("action") == "remove-worker":
+                    if not event.get("expected"):  # a retired worker had lost nothing
+                        processing.setdefault(worker, set()).update(
+                            event.get("processing-tasks") or ()
+                        )
+        found: dict[str, list[str]] = {}
+        for key, workers in ran_on.items():
+            lost = [w for w in workers if key in processing.get(w, ())]
+            if lost:
+                found[by_hex[key.rsplit("-", 1)[-1]]] = lost
+        return found
+
+
+def run_dask_node_task(*args: Any) -> Any:
+    """``run_node_task`` on a Dask worker, announcing its start to the scheduler first
+    (see ``NodegraphDaskTaskRunner.lost_workers``)."""
+    try:
+        worker = distributed.get_worker()
+    except ValueError:  # not on a worker (a test calling it directly)
+        pass
+    else:
+        key = worker.get_current_task()
+        # Through the worker's batched stream: no round trip, a few bytes a node.
+        worker.log_event(STARTED_TOPIC, {"key": str(key), "worker": worker.address})
+    return run_node_task(*args)
 
 
 class PackPreload(WorkerPlugin):

@@ -14,6 +14,11 @@ of once per task. Each task carries its flow run's context id, so successive run
 not see each other's state. A pool broken by a
 dying worker, or one whose run was cancelled, is dropped and the next run starts a
 new one. ``close_process_pools`` stops them; it also runs at interpreter exit.
+
+The workers exit when the process that started them dies, ``kill -9`` included, and a
+worker never starts a node once its parent is gone (``integration.lifeline``). The
+multiprocessing resource tracker follows: it exits when the last process holding its
+pipe (the parent and the workers) is gone.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from prefect.task_runners import (
 from prefect.utilities.callables import cloudpickle_wrapped_call
 from prefect.utilities.engine import resolve_inputs_sync
 
+from integration.lifeline import Lifeline, exit_if_orphaned, watch_parent
 from integration.prefect.task_context import FlowRunContextBlob, run_node_task
 
 
@@ -47,6 +53,7 @@ class _WarmPool:
     executor: ProcessPoolExecutor
     queue: Any
     forwarder: threading.Thread
+    lifeline: Lifeline
 
     def broken(self) -> bool:
         # ProcessPoolExecutor records a crashed worker here; it refuses new work after.
@@ -67,6 +74,10 @@ class _WarmPool:
         # it cannot hold up exit. (Not closed either: closing shuts the reader under the
         # forwarder thread.)
         self.queue.cancel_join_thread()
+        if wait:
+            # Without waiting, a worker may still be finishing a cancelled run's node;
+            # it exits by itself once the executor's queues close.
+            self.lifeline.close()
 
 
 _pools: dict[int, _WarmPool] = {}
@@ -112,13 +123,15 @@ class WarmProcessPoolTaskRunner(ProcessPoolTaskRunner):
                 daemon=True,
             )
             forwarder.start()
+            lifeline = Lifeline(context)
             executor = ProcessPoolExecutor(
                 max_workers=self._max_workers,
                 mp_context=context,
-                initializer=_initialize_process_pool_worker,
-                initargs=(queue, None, ()),
+                initializer=_initialize_pool_worker,
+                initargs=(lifeline.child_end, lifeline.parent_pid, queue),
             )
-            pool = _pools[self._max_workers] = _WarmPool(executor, queue, forwarder)
+            pool = _WarmPool(executor, queue, forwarder, lifeline)
+            _pools[self._max_workers] = pool
             return pool
 
     def __enter__(self) -> Self:
@@ -224,9 +237,18 @@ class WarmProcessPoolTaskRunner(ProcessPoolTaskRunner):
         super(ProcessPoolTaskRunner, self).__exit__(exc_type, exc_value, traceback)
 
 
+def _initialize_pool_worker(lifeline: Any, parent_pid: int, queue: Any) -> None:
+    """A pool worker's start: watch the parent, then Prefect's own setup (its events
+    and logs go to the parent through ``queue``)."""
+    watch_parent(lifeline, parent_pid)
+    _initialize_process_pool_worker(queue, None, ())
+
+
 def run_pooled_task(*args: Any) -> Any:
     """``run_node_task`` in a pool process, then hand its events to the parent before
     answering, so that the flow run never ends ahead of its task runs' states."""
+    # A node queued before the parent died must not start after it.
+    exit_if_orphaned()
     try:
         return run_node_task(*args)
     finally:
