@@ -25,6 +25,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -114,12 +115,14 @@ class ExecutionConfig(_Section):
     retry_attempts: int = Field(
         default=0, ge=0, le=50, description="Retries for nodes whose policy sets none."
     )
+    # The bounds of a node's own policy (integration.graph.policy): one day, 30 days.
     retry_delay: float = Field(
-        default=1.0, ge=0, description="First retry delay (seconds) for those nodes."
+        default=1.0, ge=0, le=86400, description="First retry delay (seconds) for those nodes."
     )
     timeout_seconds: float | None = Field(
         default=None,
         gt=0,
+        le=30 * 86400,
         description="Longest one attempt of a node may run, for nodes whose policy sets "
         "none (default: no limit).",
     )
@@ -245,15 +248,34 @@ class CachingConfig(_Section):
     )
     redis: RedisSettings = Field(default_factory=RedisSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
-    locking: Literal["none", "filesystem", "redis"] = Field(
-        default="none",
+    locking: Literal["auto", "none", "filesystem", "redis"] = Field(
+        default="auto",
         description="Serialize concurrent runs per node key, so that two processes "
-        "running the same graph compute each node once: 'filesystem' for one machine, "
-        "'redis' (at caching.redis.url) across machines.",
+        "running the same graph compute each node once: 'auto' follows the tiers "
+        "('redis' when a redis tier is configured, 'filesystem' otherwise), "
+        "'filesystem' for one machine, 'redis' (at caching.redis.url) across machines, "
+        "'none' to opt out.",
     )
     lock_directory: Path | None = Field(
         default=None,
         description="Lock files for 'filesystem' locking (default: <cache folder>/.locks).",
+    )
+    lock_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A node lock's lease, renewed every third of it while its node runs: "
+        "a lock whose holder died is taken over at most this long after.",
+    )
+    secret: SecretStr | None = Field(
+        default=None,
+        description="The HMAC key that signs cache entries, the same on every machine "
+        "sharing a redis or s3 tier (NODEGRAPH_CACHE_SECRET overrides it; default: this "
+        "user's local key, see NODEGRAPH_CACHE_KEY_FILE).",
+    )
+    secret_block: str | None = Field(
+        default=None,
+        description="The name of a Prefect Secret block holding the signing secret "
+        "(read by the flow process when caching.secret is not set).",
     )
 
     @field_validator("cache_levels")
@@ -268,6 +290,15 @@ class CachingConfig(_Section):
         if "s3" in self.cache_levels and not self.s3.bucket:
             raise ValueError("cache level 's3' needs caching.s3.bucket")
         return self
+
+    def lock_kind(self) -> str:
+        """The node-key lock in use: ``none``, ``filesystem`` or ``redis`` (``auto``
+        follows the tiers: Redis locks where a redis tier is shared, files otherwise)."""
+        if not self.enable:
+            return "none"
+        if self.locking == "auto":
+            return "redis" if "redis" in self.cache_levels else "filesystem"
+        return self.locking
 
 
 class MonitoringConfig(_Section):
@@ -375,6 +406,11 @@ def load_config(
             raise ConfigError(f"config file {file} does not exist") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{file}: invalid YAML: {exc}") from None
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            # PyYAML's constructors raise these for tags they cannot build (!!bool maybe)
+            raise ConfigError(f"{file}: invalid YAML: {type(exc).__name__}: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{file}: the config is a mapping, not {type(data).__name__}")
     unknown_env = _unknown_env_keys(env)
@@ -401,7 +437,9 @@ _NON_SETTINGS = {
     "NODEGRAPH_CONFIG",
     "NODEGRAPH_NODE_PATH",
     "NODEGRAPH_CACHE_DIR",
+    "NODEGRAPH_CACHE_KEY_FILE",
     "NODEGRAPH_CACHE_SECRET",
+    "NODEGRAPH_DEBUG",  # the CLI's tracebacks (integration.cli.failures)
 }
 
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from integration.cache.besteffort import describe, folder_cause, warn_once
 from integration.config import CachingConfig, FusionConfig
 from integration.graph.policy import ErrorPolicy
 from integration.graph.validate import BoundNode
@@ -162,6 +163,7 @@ class NodeDurations:
             samples[signature] = kept[-SAMPLES_KEPT:]  # re-inserted: most recent last
         while len(samples) > SIGNATURES_KEPT:
             samples.pop(next(iter(samples)))
+        temporary = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
@@ -169,15 +171,23 @@ class NodeDurations:
                 json.dump(samples, out)
             os.replace(temporary, self.path)
         except OSError as exc:
-            logger.warning("could not record node durations in %s: %s", self.path, exc)
+            if temporary is not None:  # a full disk: no half-written file left behind
+                Path(temporary).unlink(missing_ok=True)
+            warn_once(
+                folder_cause(self.path.parent, exc),
+                "cache folder %s: could not record node durations in %s (%s)",
+                self.path.parent,
+                self.path.name,
+                describe(exc),
+            )
 
 
 class ExecutionOptimizer:
     """Fusion, batching and branch analysis for one plan.
 
     ``policies`` are the nodes' effective error policies (their own over the
-    configuration's); ``durations`` the recorded history; ``locking`` says that
-    concurrent runs serialise per node key, which only a task of its own can do.
+    configuration's); ``durations`` the recorded history. Node-key locks do not keep
+    nodes apart: a shared task takes each node's lock around its execution.
     """
 
     def __init__(
@@ -187,7 +197,6 @@ class ExecutionOptimizer:
         max_node_ms: float = 2.0,
         policies: Mapping[str, ErrorPolicy] | None = None,
         durations: NodeDurations | None = None,
-        locking: bool = False,
         batching: bool = True,
     ) -> None:
         self.plan = plan
@@ -195,7 +204,6 @@ class ExecutionOptimizer:
         self.max_node_ms = max_node_ms
         self.policies = policies or {}
         self.durations = durations
-        self.locking = locking
         self.batching = batching
         self.decisions = {n: self._decide(plan.steps[n].node) for n in plan.order}
         self._batch_keys: dict[str, Any] = {}
@@ -215,7 +223,6 @@ class ExecutionOptimizer:
                 ("a GPU", node.resources is not None and node.resources.gpu_count > 0),
                 ("a batch function", node.type.batch is not None and self.batching),
                 ("a broadcast output", any(p.broadcast for p in node.type.outputs.values())),
-                ("key locking", self.locking),
             )
             if applies
         ]
@@ -408,7 +415,6 @@ def optimizer_for(
         max_node_ms=fusion.max_node_ms,
         policies=policies if policies is not None else effective_policies(plan, default_policy),
         durations=durations,
-        locking=caching is not None and caching.enable and caching.locking != "none",
         batching=fusion.batching,
     )
 

@@ -32,6 +32,11 @@ os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 for _name in list(os.environ):
     if _name.startswith("NODEGRAPH_"):
         del os.environ[_name]  # the developer's own settings must not leak into tests
+# The cache signing key of the session, for this process and every child (CLI runs,
+# process pools, Dask workers): tests never create or read ~/.config/nodegraph/cache.key.
+os.environ["NODEGRAPH_CACHE_KEY_FILE"] = str(
+    Path(tempfile.mkdtemp(prefix="nodegraph-key-")) / "cache.key"
+)
 
 
 def free_port() -> int:

@@ -9,6 +9,7 @@ from prefect.results import ResultRecord
 
 import integration
 from integration.cache.envelope import unseal
+from integration.cache.signing import resolve_key
 from integration.cache.tiers import DiskTier
 from integration.result import NodeState
 
@@ -92,7 +93,7 @@ def test_the_stored_record_sits_at_the_node_key(registry, tmp_path, _private_cac
     result = integration.run(chain(tmp_path / "log"), registry=registry)
     key = result.nodes["n2"].cache_key
     entry = DiskTier(_private_cache_dir).get(key)
-    record = ResultRecord.deserialize(unseal(entry))
+    record = ResultRecord.deserialize(unseal(entry, resolve_key()))
     assert record.result.values == {"out": 6.0}
     assert record.metadata.storage_key == key
 

@@ -64,6 +64,15 @@ def test_stats_and_clear(tier):
     assert tier.stats().entries == 0 and tier.get(OTHER) is None
 
 
+def test_keys_lists_every_entry_and_nothing_else(tier):
+    assert list(tier.keys()) == []
+    tier.set(KEY, b"x")
+    tier.set(OTHER, b"y")
+    assert sorted(tier.keys()) == sorted([KEY, OTHER])
+    tier.delete(KEY)
+    assert list(tier.keys()) == [OTHER]
+
+
 @pytest.fixture(params=["memory", "disk"])
 def bounded(request, tmp_path):
     """Tiers that bound their own size (Redis bounds itself with maxmemory)."""

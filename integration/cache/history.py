@@ -13,9 +13,12 @@ One JSON line a run in ``<cache folder>/.runs.jsonl``, trimmed to the last
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
+
+from integration.cache.besteffort import describe, folder_cause, warn_once
 
 HISTORY_FILE = ".runs.jsonl"
 KEEP = 200
@@ -24,13 +27,25 @@ KEEP = 200
 def record_run(folder: Path, entry: dict[str, Any]) -> None:
     """Append one run's cache figures, keeping the last ``KEEP`` lines."""
     path = Path(folder) / HISTORY_FILE
+    # Replaced, not rewritten in place: a full disk must not truncate the history.
+    temporary = path.with_name(f"{HISTORY_FILE}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = path.read_text().splitlines() if path.exists() else []
         lines.append(json.dumps({"time": time.time(), **entry}))
-        path.write_text("\n".join(lines[-KEEP:]) + "\n")
-    except OSError:
-        pass
+        temporary.write_text("\n".join(lines[-KEEP:]) + "\n")
+        os.replace(temporary, path)
+    except OSError as exc:
+        try:
+            temporary.unlink(missing_ok=True)
+        except OSError:
+            pass
+        warn_once(
+            folder_cause(path.parent, exc),
+            "cache folder %s: could not record the run's cache use (%s)",
+            path.parent,
+            describe(exc),
+        )
 
 
 def recent_runs(folder: Path, limit: int = 20) -> list[dict[str, Any]]:

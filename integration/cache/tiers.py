@@ -18,14 +18,24 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from integration.cache.besteffort import describe, folder_cause, writable_problem
 from integration.errors import NodegraphError
 
 
 class TierUnavailable(NodegraphError):
-    """The tier's backend cannot be reached (or timed out)."""
+    """The tier's backend cannot be reached (or timed out).
+
+    ``cause`` is set when the failure is the cache folder's (``besteffort.folder_cause``),
+    so the run warns about that folder once, whichever file met it first.
+    """
+
+    def __init__(self, message: str, cause: tuple[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,10 @@ class Tier(ABC):
     @abstractmethod
     def stats(self) -> TierStats:
         """Entries and bytes held now."""
+
+    def keys(self) -> Iterator[str]:
+        """Every key this tier holds (for ``nodegraph cache verify``)."""
+        raise NotImplementedError(f"tier {self.name} cannot list its keys")
 
     def close(self) -> None:  # noqa: B027 - most tiers hold nothing to close
         """Release connections."""
@@ -118,6 +132,10 @@ class MemoryTier(Tier):
         with self._lock:
             return TierStats(self.name, len(self._entries), self._bytes)
 
+    def keys(self) -> Iterator[str]:
+        with self._lock:
+            return iter(list(self._entries))
+
     def _remove(self, key: str) -> None:
         found = self._entries.pop(key, None)
         if found is not None:
@@ -150,10 +168,12 @@ class DiskTier(Tier):
         self.root = Path(root) if root is not None else default_cache_dir()
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TierUnavailable(f"disk tier: cannot create {self.root}: {exc}") from exc
+        problem = writable_problem(self.root)
+        if problem is not None:
+            raise TierUnavailable(
+                f"disk tier: cannot write in {self.root}: {describe(problem)}",
+                folder_cause(self.root, problem),
+            ) from problem
         self._bytes = sum(size for _, size, _ in self._scan())
 
     def _path(self, key: str) -> Path:
@@ -204,7 +224,9 @@ class DiskTier(Tier):
             os.replace(temporary, path)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
-            raise TierUnavailable(f"disk tier: cannot write {path}: {exc}") from exc
+            raise TierUnavailable(
+                f"disk tier: cannot write {path}: {describe(exc)}", folder_cause(self.root, exc)
+            ) from exc
         with self._lock:
             self._bytes += len(data) - previous
             if self._bytes > self.max_bytes:
@@ -242,6 +264,9 @@ class DiskTier(Tier):
     def stats(self) -> TierStats:
         entries = self._scan()
         return TierStats(self.name, len(entries), sum(size for _, size, _ in entries))
+
+    def keys(self) -> Iterator[str]:
+        return iter([path.name for path, _, _ in self._scan()])
 
 
 class RedisTier(Tier):
@@ -310,6 +335,10 @@ class RedisTier(Tier):
         keys = self._keys()
         sizes = [self._run("strlen", key) for key in keys]
         return TierStats(self.name, len(keys), sum(int(s) for s in sizes))  # type: ignore[arg-type]
+
+    def keys(self) -> Iterator[str]:
+        start = len(self.prefix)
+        return iter([key.decode(errors="replace")[start:] for key in self._keys()])
 
     def close(self) -> None:
         self.client.close()
@@ -412,3 +441,6 @@ class S3Tier(Tier):
         objects = self._objects()
         total = sum(int(info.get("size") or 0) for info in objects.values())  # type: ignore[call-overload]
         return TierStats(self.name, len(objects), total)
+
+    def keys(self) -> Iterator[str]:
+        return iter([path.rsplit("/", 1)[-1] for path in self._objects()])

@@ -2,6 +2,7 @@
 
 $ nodegraph cache stats
 $ nodegraph cache inspect 3f9c...
+$ nodegraph cache verify --tier disk
 $ nodegraph cache clear --tier memory
 """
 
@@ -9,20 +10,37 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from integration.cache.envelope import CorruptEntry, ForgedEntry, unseal, written_at
+from integration.cache.envelope import CorruptEntry, ForgedEntry, check, unseal, written_at
 from integration.cache.factory import cache_folder, hierarchy_for
+from integration.cache.hierarchy import CacheHierarchy
 from integration.cache.history import recent_runs
+from integration.cli.failures import print_error
 from integration.cli.options import ConfigOption, JsonOption
-from integration.config import load_config
+from integration.config import NodegraphConfig, load_config
+from integration.errors import NodegraphError
+from integration.prefect.secrets import resolve_secret_block
 
 cache_app = typer.Typer(help="Look into and clear the node result cache.", no_args_is_help=True)
 out = Console()
+TierOption = Annotated[str | None, typer.Option("--tier", help="Only this tier.")]
+
+
+def _configured(config_file: Path | None) -> tuple[NodegraphConfig, CacheHierarchy]:
+    """The configuration and its hierarchy, signing with the run's key; a configuration
+    that cannot be used is an error message, not a traceback."""
+    try:
+        config = load_config(config_file)
+        return config, hierarchy_for(resolve_secret_block(config.caching))
+    except NodegraphError as exc:
+        print_error(str(exc), out)
+        raise typer.Exit(2) from None
 
 
 @cache_app.command("stats")
@@ -31,8 +49,7 @@ def stats(
     as_json: JsonOption = False,
 ) -> None:
     """Entries and bytes per tier, and the cache use of the last runs."""
-    config = load_config(config_file)
-    cache = hierarchy_for(config.caching)
+    config, cache = _configured(config_file)
     tiers = [{"tier": s.name, "entries": s.entries, "bytes": s.bytes} for s in cache.stats()]
     runs = recent_runs(cache_folder(config.caching))
     executed = sum(r.get("executed", 0) for r in runs)
@@ -58,15 +75,14 @@ def stats(
 
 @cache_app.command("clear")
 def clear(
-    tier: Annotated[str | None, typer.Option("--tier", help="Only this tier.")] = None,
+    tier: TierOption = None,
     config_file: ConfigOption = None,
 ) -> None:
     """Delete cached results, from every tier or one."""
-    config = load_config(config_file)
-    cache = hierarchy_for(config.caching)
+    _, cache = _configured(config_file)
     names = [t.name for t in cache.tiers]
     if tier is not None and tier not in names:
-        out.print(f"[red]error:[/] no tier {tier!r}; configured tiers: {', '.join(names)}")
+        print_error(f"no tier {tier!r}; configured tiers: {', '.join(names)}", out)
         raise typer.Exit(1)
     cache.clear(tier)
     out.print(f"cleared {tier or ', '.join(names)}")
@@ -78,12 +94,11 @@ def inspect(
     config_file: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Where a key is stored, how old and large it is, and whether it verifies.
+    """Where a key is stored, how old and large it is, and which key verifies it.
 
     Nothing is unpickled: only the record's metadata is read.
     """
-    config = load_config(config_file)
-    cache = hierarchy_for(config.caching)
+    _, cache = _configured(config_file)
     found = []
     for tier in cache.tiers:
         try:
@@ -96,20 +111,19 @@ def inspect(
             continue
         row: dict[str, Any] = {"tier": tier.name, "present": True, "bytes": len(entry)}
         try:
-            payload = unseal(entry, cache.secret)
-            row["verified"] = True
-            row["age_s"] = round(time.time() - written_at(entry), 1)
-            row["metadata"] = json.loads(payload).get("metadata")
+            payload = unseal(entry, cache.key)
         except (CorruptEntry, ForgedEntry) as exc:
-            row["verified"] = False
-            row["problem"] = str(exc)
-        except ValueError:
-            row["metadata"] = None  # not a Prefect result record
+            kind = "forged" if isinstance(exc, ForgedEntry) else "corrupt"
+            row.update(verified=False, verified_by=None, problem=f"{kind}: {exc}")
+        else:
+            row.update(verified=True, verified_by=cache.key.describe())
+            row["age_s"] = round(time.time() - written_at(entry), 1)
+            row["metadata"] = _record_metadata(payload)
         found.append(row)
     if as_json:
         print(json.dumps({"key": key, "tiers": found}))
     else:
-        table = Table("tier", "present", "bytes", "age (s)", "verified", "detail")
+        table = Table("tier", "present", "bytes", "age (s)", "verified by", "detail")
         for row in found:
             detail = row.get("problem") or row.get("error") or ""
             if row.get("metadata"):
@@ -120,9 +134,87 @@ def inspect(
                 str(row["present"]),
                 str(row.get("bytes", "")),
                 str(row.get("age_s", "")),
-                str(row.get("verified", "")),
+                _verified_by(row),
                 detail,
             )
         out.print(table)
     if not any(row.get("present") for row in found):
         raise typer.Exit(1)
+
+
+def _record_metadata(payload: bytes) -> dict[str, Any] | None:
+    """A Prefect result record's metadata, read as JSON (never unpickled)."""
+    try:
+        record = json.loads(payload)
+    except ValueError:
+        return None  # not a Prefect result record (a ComfyUI entry, say)
+    return record.get("metadata") if isinstance(record, dict) else None
+
+
+def _verified_by(row: dict[str, Any]) -> str:
+    if "verified" not in row:
+        return ""
+    return row["verified_by"] or "none"
+
+
+@cache_app.command("verify")
+def verify(
+    tier: TierOption = None,
+    config_file: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check every entry of a tier (default: every tier) against the signing key.
+
+    Nothing is unpickled. Forged entries (not signed with this key) and corrupt ones
+    (damaged bytes) are listed; the exit code is 1 when there is any, 2 when a tier
+    cannot be read.
+    """
+    _, cache = _configured(config_file)
+    names = [t.name for t in cache.tiers]
+    if tier is not None and tier not in names:
+        print_error(f"no tier {tier!r}; configured tiers: {', '.join(names)}", out)
+        raise typer.Exit(2)
+    tiers: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    for selected in (t for t in cache.tiers if tier is None or t.name == tier):
+        summary: dict[str, Any] = {"tier": selected.name, "entries": 0, "verified": 0}
+        summary.update(forged=0, corrupt=0)
+        tiers.append(summary)
+        try:
+            for key in selected.keys():
+                entry = selected.get(key)
+                if entry is None:
+                    continue  # removed since listed
+                summary["entries"] += 1
+                verdict = check(entry, cache.key)
+                if verdict.ok:
+                    summary["verified"] += 1
+                    continue
+                summary[verdict.problem] += 1
+                bad.append(
+                    {"tier": selected.name, "key": key, "problem": verdict.problem}
+                    | {"detail": verdict.detail, "signer": verdict.signer}
+                )
+        except Exception as exc:  # an unreachable tier is reported, not a traceback
+            summary["error"] = f"{type(exc).__name__}: {exc}"
+    if as_json:
+        print(json.dumps({"key": cache.key.describe(), "tiers": tiers, "bad": bad}))
+    else:
+        out.print(f"verifying with {cache.key.describe()}", highlight=False)
+        for row in tiers:
+            line = (
+                f"{row['tier']}: {row['entries']} entries, {row['verified']} verified, "
+                f"{row['forged']} forged, {row['corrupt']} corrupt"
+            )
+            if "error" in row:
+                line += f"; cannot read the tier: {row['error']}"
+            out.print(line, highlight=False)
+        if bad:
+            table = Table("tier", "key", "problem", "detail", title="entries that do not verify")
+            for row in bad:
+                table.add_row(row["tier"], row["key"], row["problem"], row["detail"])
+            out.print(table)
+    if bad:
+        raise typer.Exit(1)
+    if any("error" in row for row in tiers):
+        raise typer.Exit(2)

@@ -186,6 +186,8 @@ class ComfyExecution:
 
     def run(self) -> RunResult:
         started = time.perf_counter()
+        if self.cache is not None:
+            self.cache.start_run()  # refused entries and shared tiers: warned once per run
         for root in self.roots:
             self._add_node(root)
         while True:

@@ -42,6 +42,7 @@ from integration.graph.policy import RetryPolicy
 from integration.graph.registry import NodeRegistry
 from integration.prefect.heartbeat import flow_run_heartbeats, prefect_heartbeats_off
 from integration.prefect.runners import task_runner_for
+from integration.prefect.secrets import resolve_secret_block
 from integration.prefect.tasks import RetryCondition, pack_tag
 from integration.result import RunResult
 
@@ -178,6 +179,8 @@ def run_workflow(
     strategy = strategy or config.execution.strategy
     processes = config.execution.processes if processes is None else processes
     caching = caching_for(config, cache)
+    if caching.enable:
+        caching = resolve_secret_block(caching)
     policy = default_policy(config)
     packs = list({t.pack_source: None for t in types.values() if t.pack_source is not None})
     runner = task_runner_for(

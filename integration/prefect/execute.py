@@ -182,6 +182,7 @@ class GraphExecution:
         instruments: RunInstruments | None = None,
         on_node_started: Callable[[str], None] | None = None,
         optimizer: ExecutionOptimizer | None = None,
+        lost_workers: Callable[[list[str]], Mapping[str, list[str]]] | None = None,
     ) -> None:
         self.plan = plan
         self.optimizer = optimizer
@@ -203,6 +204,8 @@ class GraphExecution:
         self.run_id = run_id
         self.pool = pool
         self.replicate = replicate
+        # Task run id -> the workers that died running it (Dask recovered it).
+        self.lost_workers = lost_workers
         self.replicated: dict[str, list[str]] = {}
         self.memory = memory
         if memory is not None:
@@ -621,7 +624,7 @@ class GraphExecution:
         fused: list[FusedNode] = []
         consumers: dict[str, list[str]] = {}
         tags: set[str] = set()
-        storage = None
+        storage = locks = None
         for node_id in segment.nodes:
             step = self.plan.steps[node_id]
             node_tasks = self.tasks[node_id]
@@ -639,6 +642,7 @@ class GraphExecution:
             key = self._key(node_id)
             if key is not None:
                 storage = node_tasks.storage
+                locks = getattr(node_tasks.key_policy, "lock_manager", None)
             halts = node_tasks.error_policy.final_action == "halt"
             observe = self._announce(step)
             fused.append(
@@ -653,7 +657,7 @@ class GraphExecution:
         }
         self._handed[segment.head] = {"upstream": external}
         task = shared_task(segment.head, segment.name, tags)
-        spec = SharedTask(segment.kind, fused, keep, consumers, storage)
+        spec = SharedTask(segment.kind, fused, keep, consumers, storage, locks, self.refresh)
         return task, {"task": spec, "external": external}
 
     def _finish_shared(self, segment: Segment, state: State[Any] | BaseException) -> list[str]:
@@ -682,15 +686,17 @@ class GraphExecution:
                 if exc is not None or not isinstance(self.produced.get(node_id), PrefectFuture):
                     # The task failed: its future holds no value for consumers.
                     self.produced[node_id] = output
-                self._measured[node_id] = output.measured
+                tier = shared.cached.get(node_id)
+                self._measured[node_id] = None if tier else output.measured
                 self._report(
                     NodeReport(
                         node_id,
                         type_name,
-                        NodeState.COMPLETED,
-                        output.duration_s,
+                        NodeState.CACHED if tier else NodeState.COMPLETED,
+                        None if tier else output.duration_s,
                         task_run_id=run_id,
-                        attempts=output.attempts,
+                        attempts=0 if tier else output.attempts,
+                        cache_tier=tier,
                     )
                 )
                 self._release_inputs(step)
@@ -1054,6 +1060,8 @@ class GraphExecution:
         for node_id in self.plan.order:
             if node_id not in self.reports:  # behind a halt
                 self._block(node_id, "not run")
+        if self.lost_workers is not None:
+            self._note_lost_workers(self.lost_workers)
         outputs: dict[str, Any] = {}
         for request in self.plan.outputs:
             report = self.reports.get(request.node)
@@ -1080,6 +1088,28 @@ class GraphExecution:
             halted_at=self.halted_at,
             extra=self._extra(),
         )
+
+    def _note_lost_workers(
+        self, lost_workers: Callable[[list[str]], Mapping[str, list[str]]]
+    ) -> None:
+        """Nodes that ran again after their worker died say so, with their attempts.
+
+        Best effort: the outputs are right either way, only the report would miss it.
+        """
+        by_task_run: dict[str, list[NodeReport]] = {}
+        for report in self.reports.values():
+            if report.task_run_id and report.state.ok:
+                by_task_run.setdefault(report.task_run_id, []).append(report)
+        if not by_task_run:
+            return
+        try:
+            lost = lost_workers(list(by_task_run))
+        except Exception as exc:
+            logger.warning("cannot tell which nodes were recovered from lost workers: %s", exc)
+            return
+        for task_run_id, workers in lost.items():
+            for report in by_task_run.get(task_run_id, ()):
+                report.recovered_from(list(workers))
 
     def _extra(self) -> dict[str, Any]:
         extra: dict[str, Any] = {}

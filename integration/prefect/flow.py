@@ -33,7 +33,8 @@ from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.states import Cancelled, Completed, Crashed
 
-from integration.cache.factory import cache_folder, hierarchy_for
+from integration.cache import besteffort
+from integration.cache.factory import cache_folder, hierarchy_for, signing_key_for
 from integration.cache.hierarchy import CacheHierarchy
 from integration.cache.history import record_run
 from integration.cache.keys import graph_keys
@@ -68,6 +69,7 @@ from integration.prefect.monitor import Progress, publish_progress, run_monitor
 from integration.prefect.placement import place
 from integration.prefect.reporting import RunReporter
 from integration.prefect.runners import DaskSettings, task_runner_for
+from integration.prefect.secrets import key_for_workers, resolve_secret_block
 from integration.prefect.storage import TieredResultStorage, key_policy
 from integration.prefect.tasks import PROGRESS_HOOKS, node_tags, start_tag_services
 from integration.resources import ResourcePool
@@ -213,8 +215,12 @@ def flow_from_plan(
     )
     processes = processes and strategy == "parallel"
     label = f"{strategy}{'+processes' if processes else ''}"
-    caching = caching if caching is not None and caching.enable else None
-    storage = TieredResultStorage.for_config(caching) if caching is not None else None
+    caching = resolve_secret_block(caching) if caching is not None and caching.enable else None
+    storage = None
+    if caching is not None:
+        address = dask.address if strategy == "distributed" and dask else None
+        workers_key = key_for_workers(signing_key_for(caching), address)
+        storage = TieredResultStorage.for_config(caching, workers_key)
     policy = key_policy(caching) if caching is not None else None
     defaults = default_policy or ErrorPolicy()
     policies = effective_policies(plan, defaults)
@@ -352,15 +358,17 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
     run_id = flow_run_id
     record = None
     keys = None
+    recorded = writable = False
     if state.caching:
+        writable = _check_cache_folder(cache_folder(state.caching))
         folder = runs_folder(cache_folder(state.caching))
         _mark_crashed(folder)
         run_id = run_id or uuid.uuid4().hex
         scope = state.resume.scope if state.resume else run_id
         keys = graph_keys(state.plan.graph, values, scope)
         record = _begin_record(state, run_id, values, scope)
-        save_record(folder, record, active=True)
-    memory = _memory_manager(state, run_id)
+        recorded = save_record(folder, record, active=True)
+    memory = _memory_manager(state, run_id, writable)
     instruments = _instruments(state, flow_run_id or run_id)
     reporter = RunReporter.for_run(state.monitoring, state.plan, flow_run)
     listener = session.listener if session else None
@@ -382,6 +390,9 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
                 run_id=flow_run_id,
                 pool=state.pool,
                 replicate=getattr(flow_run.task_runner, "replicate", None) if flow_run else None,
+                lost_workers=getattr(flow_run.task_runner, "lost_workers", None)
+                if flow_run
+                else None,
                 memory=memory,
                 terminate=getattr(flow_run.task_runner, "terminate", None) if flow_run else None,
                 instruments=instruments,
@@ -444,7 +455,6 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
     if record is not None:
         assert state.caching is not None and execution.cache is not None
         _record_cache_use(state.caching, execution.cache, result)
-        result.resume_id = run_id
         record.state, record.halted_at, record.finished = (
             result.state,
             result.halted_at,
@@ -454,10 +464,16 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
             record.extra["profile"] = result.profile.to_dict()  # `nodegraph profile`
         # What each node did, for pictures of the run (``nodegraph graph --run``).
         record.extra["nodes"] = {
-            node_id: {"state": str(report.state), "duration_s": report.duration_s}
+            node_id: {
+                "state": str(report.state),
+                "duration_s": report.duration_s,
+                **({"lost_workers": report.lost_workers} if report.lost_workers else {}),
+            }
             for node_id, report in result.nodes.items()
         }
-        save_record(folder, record)
+        # The first record is enough to resume from, if only the last one failed.
+        recorded = save_record(folder, record) or recorded
+        result.resume_id = run_id if recorded else None
     if session is not None:
         session.results.append(result)
     if reporter is not None:
@@ -506,16 +522,37 @@ def _instruments(state: _FlowState, run_id: str | None) -> RunInstruments | None
     return instruments if instruments.enabled else None
 
 
-def _memory_manager(state: _FlowState, run_id: str | None) -> MemoryManager | None:
-    """Spilling for the local strategies: into the cache folder, or a temporary one."""
+def _memory_manager(state: _FlowState, run_id: str | None, writable: bool) -> MemoryManager | None:
+    """Spilling for the local strategies: into the cache folder (when ``writable``), or
+    a temporary one."""
     if state.memory_limit is None:
         return None
     limit_mb, fraction = state.memory_limit
-    if state.caching:
+    if state.caching and writable:
         folder = cache_folder(state.caching) / "spill" / (run_id or uuid.uuid4().hex)
     else:
         folder = Path(tempfile.gettempdir()) / f"nodegraph-spill-{run_id or uuid.uuid4().hex}"
     return MemoryManager(limit_mb, fraction, folder)
+
+
+def _check_cache_folder(root: Path) -> bool:
+    """Whether the cache folder takes files; if not, say once why and what it costs.
+
+    Records, durations, the cache history and the disk tier are all best effort: each
+    would meet the same broken folder, and the user reads about it once, here.
+    """
+    besteffort.begin_run()
+    problem = besteffort.writable_problem(root)
+    if problem is None:
+        return True
+    besteffort.warn_once(
+        besteffort.folder_cause(root, problem),
+        "cache folder %s cannot be written (%s): this run caches in memory only, and may "
+        "not be recorded for `nodegraph resume`",
+        root,
+        besteffort.describe(problem),
+    )
+    return False
 
 
 def _begin_record(state: _FlowState, run_id: str, values: dict[str, Any], scope: str) -> RunRecord:

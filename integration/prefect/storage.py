@@ -10,8 +10,10 @@
   where two tasks with the same source share results, cannot happen: the node type's
   name and version are inside the key.
 - ``TieredResultStorage`` is a ``WritableFileSystem`` block over the tier hierarchy.
-  Prefect writes each result record through it, and it seals (checksum or HMAC) what
-  it stores and verifies what it reads before Prefect unpickles anything.
+  Prefect writes each result record through it, and it seals (checksum and HMAC) what
+  it stores and verifies what it reads before Prefect unpickles anything. The flow
+  process's signing key travels inside it to the workers nodegraph starts (process
+  pool, local Dask cluster), so every process of a run signs with the same key.
 
 ``Task()`` refuses unsaved result-storage blocks, because a deployment's worker loads
 a task's storage by reference. nodegraph's node tasks travel by value instead (they are
@@ -28,10 +30,13 @@ import anyio.to_thread
 from prefect.cache_policies import CachePolicy
 from prefect.filesystems import WritableFileSystem
 from prefect.results import ResultRecord, ResultRecordMetadata, get_default_result_serializer
+from pydantic import SecretStr
 
 from integration.cache.factory import cache_folder, hierarchy_for
 from integration.cache.hierarchy import CacheHierarchy
+from integration.cache.signing import SigningKey
 from integration.config import CachingConfig
+from integration.prefect.locking import lock_manager_for
 
 
 @dataclass
@@ -55,16 +60,38 @@ class TieredResultStorage(WritableFileSystem):
     _block_type_slug = "nodegraph-tiered-cache"
 
     caching: dict[str, Any]
+    signing_key: SecretStr | None = None
+    signing_where: str = ""
+    signing_shared: bool = False
+    signing_durable: bool = True
 
     @classmethod
-    def for_config(cls, caching: CachingConfig) -> TieredResultStorage:
+    def for_config(
+        cls, caching: CachingConfig, key: SigningKey | None = None
+    ) -> TieredResultStorage:
+        """Storage for ``caching``, signing with ``key``; without one, each process
+        resolves its own (``NODEGRAPH_CACHE_SECRET``, or its machine's local key)."""
         # The folder is fixed here, in the flow's process: a worker process (a Dask
         # worker started elsewhere) must not fall back to its own default folder.
         fixed = caching.model_copy(update={"directory": cache_folder(caching)})
-        return cls(caching=fixed.model_dump(mode="json"))
+        # The secret travels as ``signing_key`` only: JSON would dump it as asterisks.
+        storage = cls(caching=fixed.model_dump(mode="json", exclude={"secret"}))
+        if key is not None:
+            storage.signing_key = SecretStr(key.secret.hex())
+            storage.signing_where = key.where
+            storage.signing_shared = key.shared
+            storage.signing_durable = key.durable
+        return storage
+
+    def signing(self) -> SigningKey | None:
+        """The key the flow process handed over, if any."""
+        if self.signing_key is None:
+            return None
+        secret = bytes.fromhex(self.signing_key.get_secret_value())
+        return SigningKey(secret, self.signing_where, self.signing_shared, self.signing_durable)
 
     def hierarchy(self) -> CacheHierarchy:
-        return hierarchy_for(CachingConfig.model_validate(self.caching))
+        return hierarchy_for(CachingConfig.model_validate(self.caching), self.signing())
 
     def _resolve_path(self, path: str) -> None:
         # Prefect maps keys of unsaved blocks to file paths through this hook (and falls
@@ -91,23 +118,16 @@ class TieredResultStorage(WritableFileSystem):
 
 
 def key_policy(caching: CachingConfig) -> NodeKeyPolicy:
-    """The cache policy for ``caching``, with locking when it asks for it.
+    """The cache policy for ``caching``, with node-key locks unless it opts out.
 
     Locking uses Prefect's SERIALIZABLE isolation: the first run to reach a key holds
     its lock while it computes; another run waiting on the same key then reads the
-    committed result instead of computing it again.
+    committed result instead of computing it again. The locks have a lease
+    (``integration.prefect.locking``), so a dead holder's lock is taken over.
     """
-    if caching.locking == "none":
+    manager = lock_manager_for(caching)
+    if manager is None:
         return NodeKeyPolicy()
-    if caching.locking == "redis":
-        from prefect_redis.locking import RedisLockManager
-
-        manager: Any = RedisLockManager(connection_url=caching.redis.url)
-    else:
-        from prefect.locking.filesystem import FileSystemLockManager
-
-        folder = caching.lock_directory or cache_folder(caching) / ".locks"
-        manager = FileSystemLockManager(lock_files_directory=folder)
     return NodeKeyPolicy(isolation_level="SERIALIZABLE", lock_manager=manager)
 
 

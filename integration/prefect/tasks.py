@@ -32,7 +32,8 @@ from integration.graph.transforms import TransformSpec, apply_transform
 from integration.graph.validate import BoundNode
 from integration.observability.measure import Measured, NodeMeasurement
 from integration.observability.tracing import current_from
-from integration.prefect.storage import NodeKeyPolicy, store_result
+from integration.prefect.locking import holding
+from integration.prefect.storage import NodeKeyPolicy, load_cached_value, store_result
 from integration.timeouts import call_with_timeout, invoke_in_process
 
 Upstream = tuple[Any, str | None, TransformSpec | None]
@@ -397,9 +398,11 @@ class SharedTask:
     """What a shared task runs: its nodes in order, whether they are a ``chain`` or a
     ``batch``, the result storage their cache entries go to, and which outputs the
     engine needs back (``keep``); other intermediate values are dropped once their
-    last consumer inside the task has run."""
+    last consumer inside the task has run. ``locks`` is the node-key lock manager of
+    the run's cache policy, if it locks; ``refresh`` recomputes and overwrites what
+    the cache holds, as the run asked."""
 
-    __slots__ = ("consumers", "keep", "kind", "nodes", "storage")
+    __slots__ = ("consumers", "keep", "kind", "locks", "nodes", "refresh", "storage")
 
     def __init__(
         self,
@@ -408,26 +411,33 @@ class SharedTask:
         keep: set[str],
         consumers: dict[str, list[str]],
         storage: Any = None,
+        locks: Any = None,
+        refresh: bool = False,
     ) -> None:
         self.kind = kind
         self.nodes = nodes
         self.keep = keep
         self.consumers = consumers  # consumers inside the task, by node id
         self.storage = storage
+        self.locks = locks if storage is not None else None
+        self.refresh = refresh
 
 
 class SharedOutput:
-    """The nodes of a shared task that finished (``outputs``) and failed (``failures``).
+    """The nodes of a shared task that finished (``outputs``) and failed (``failures``);
+    ``cached`` names the tier of those another run stored while this one waited for
+    their locks (their outputs are the stored ones).
 
     Its ``values`` look up ``(node id, port)`` pairs, so a consumer in another task reads
     a shared task's result as it reads a ``NodeOutput``.
     """
 
-    __slots__ = ("failures", "outputs")
+    __slots__ = ("cached", "failures", "outputs")
 
     def __init__(self) -> None:
         self.outputs: dict[str, NodeOutput] = {}
         self.failures: dict[str, BaseException] = {}
+        self.cached: dict[str, str] = {}
 
     @property
     def values(self) -> _PairLookup:
@@ -489,6 +499,11 @@ def execute_shared(task: SharedTask, external: dict[str, Any]) -> SharedOutput:
     and the others go on (a ``halt`` node's failure stops the task). Each finished node
     is stored under its own cache key. If any node failed the task raises
     ``SharedTaskFailed`` (so the Prefect UI shows it failed), carrying what finished.
+
+    With node-key locks (``task.locks``), as Prefect's SERIALIZABLE isolation does for
+    a task of its own, a node runs and stores while holding its key's lock, and after
+    taking the lock it reads the key first: another run may have stored it meanwhile.
+    A chain holds one lock at a time; a batch takes its keys in sorted order.
     """
     result = SharedOutput()
     hierarchy = task.storage.hierarchy() if task.storage is not None else None
@@ -500,11 +515,24 @@ def execute_shared(task: SharedTask, external: dict[str, Any]) -> SharedOutput:
         if hierarchy is not None and fused.cache_key is not None:
             _store(hierarchy, fused.cache_key, output)
 
+    def stored_meanwhile(fused: FusedNode) -> bool:
+        key = fused.cache_key
+        if task.locks is None or hierarchy is None or key is None or task.refresh:
+            return False
+        if hierarchy.locate(key) is None:
+            return False
+        found = load_cached_value(hierarchy, key)
+        if found is None:
+            return False
+        result.outputs[fused.node_id], result.cached[fused.node_id], _ = found
+        return True
+
     if task.kind == "batch":
-        _run_batch(task, external, result, flow_run_id, finished)
+        with holding(task.locks, [fused.cache_key for fused in task.nodes]):
+            _run_batch(task, external, result, flow_run_id, finished, stored_meanwhile)
     else:
         with gc_paused():  # the nodes' own objects are collected after, if need be
-            _run_chain(task, external, result, flow_run_id, finished)
+            _run_chain(task, external, result, flow_run_id, finished, stored_meanwhile)
     for node_id, output in result.outputs.items():
         if node_id not in task.keep:
             output.values = {}
@@ -526,6 +554,7 @@ def _store(hierarchy: Any, key: str, output: NodeOutput) -> None:
 
 
 Finished = Callable[[FusedNode, NodeOutput], None]
+StoredMeanwhile = Callable[[FusedNode], bool]
 
 
 def _stopped(flow_run_id: str | None) -> bool:
@@ -538,6 +567,7 @@ def _run_chain(
     result: SharedOutput,
     flow_run_id: str | None,
     finished: Finished,
+    stored_meanwhile: StoredMeanwhile,
 ) -> None:
     done = result.outputs
     blocked: set[str] = set()
@@ -549,18 +579,20 @@ def _run_chain(
             continue
         if _stopped(flow_run_id):
             return  # the rest stays unreported here: the engine marks it pending
-        try:
-            upstream = _upstream_of(fused, done, external)
-            output = execute_node(
-                fused.node_type, node_id, fused.literals, upstream, observe=fused.observe
-            )
-        except Exception as exc:
-            result.failures[node_id] = exc
-            blocked.update(task.consumers.get(node_id, ()))
-            if fused.halts:
-                return
-            continue
-        finished(fused, output)
+        with holding(task.locks, [fused.cache_key]):
+            if not stored_meanwhile(fused):
+                try:
+                    upstream = _upstream_of(fused, done, external)
+                    output = execute_node(
+                        fused.node_type, node_id, fused.literals, upstream, observe=fused.observe
+                    )
+                except Exception as exc:
+                    result.failures[node_id] = exc
+                    blocked.update(task.consumers.get(node_id, ()))
+                    if fused.halts:
+                        return
+                    continue
+                finished(fused, output)
         # Release producers inside the task whose last consumer here has run.
         for producer in {p for p, port, _ in fused.upstream.values() if port is not None}:
             if producer in left:
@@ -575,6 +607,7 @@ def _run_batch(
     result: SharedOutput,
     flow_run_id: str | None,
     finished: Finished,
+    stored_meanwhile: StoredMeanwhile,
 ) -> None:
     node_type = task.nodes[0].node_type
     if _stopped(flow_run_id):
@@ -583,6 +616,8 @@ def _run_batch(
     defaults = {name: p.default for name, p in node_type.inputs.items() if not p.required}
     ready: list[tuple[FusedNode, dict[str, Any]]] = []
     for fused in task.nodes:
+        if stored_meanwhile(fused):
+            continue
         try:
             upstream = _upstream_of(fused, {}, external)
             values = gather_inputs(node_type, fused.node_id, fused.literals, upstream)

@@ -81,3 +81,12 @@ def gpu_probe(index: int = 0, seconds: float = 0.2) -> dict:
         "start": start,
         "end": time.time(),
     }
+
+
+@node
+def nap(x: int, seconds: float = 0.05) -> int:
+    """x + 1 after sleeping ``seconds``: a node whose cost is known (frozen_tier.py)."""
+    import time
+
+    time.sleep(seconds)
+    return x + 1
