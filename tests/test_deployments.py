@@ -10,10 +10,12 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
@@ -139,9 +141,13 @@ def test_an_interval_schedule_gets_runs_that_complete(prefect_server, tmp_path):
         try:
             runs = _finished_runs(deployment_id, count=2)
         finally:
-            # Its scheduled runs go with it, instead of turning Late on the server.
-            with get_client(sync_client=True) as client:
-                client.delete_deployment(deployment_id)
+            # Its scheduled runs go with it, instead of turning Late on the server. Only
+            # hygiene: a server too busy to answer in time must not fail the test.
+            try:
+                with get_client(sync_client=True) as client:
+                    client.delete_deployment(deployment_id)
+            except httpx.TimeoutException as exc:
+                warnings.warn(f"could not delete deployment {deployment_id}: {exc!r}", stacklevel=1)
     assert all(r.state.is_completed() for r in runs), [r.state for r in runs]
 
 

@@ -164,11 +164,12 @@ def test_expired_redis_lock_is_taken_over(prefect_server, redis_server, registry
 
     def leave_a_stale_lock() -> None:
         # Once the run waits at its first node: the lock a holder killed after its last
-        # renewal leaves, with 2.5 s of its lease left; then the run goes on to c0.
+        # renewal leaves, with 6 s of its lease left (long enough that a loaded machine
+        # still reaches c0 before it runs out); then the run goes on to c0.
         deadline = time.monotonic() + 60
         while not any(meet.iterdir()) and time.monotonic() < deadline:
             time.sleep(0.01)
-        redis.Redis.from_url(redis_server.url).set(f"{prefix}lock:{key}", "killed", px=2500)
+        redis.Redis.from_url(redis_server.url).set(f"{prefix}lock:{key}", "killed", px=6000)
         (meet / "absent-twin").touch()
 
     threading.Thread(target=leave_a_stale_lock, daemon=True).start()
