@@ -171,6 +171,15 @@ def _prefect_expiry(info: dict[str, Any]) -> float | None:
         return None
 
 
+def _warn_taken_over(key: str) -> None:
+    """A holder finds, on release, that its lease ran out and another run took the lock."""
+    logger.warning(
+        "cache: lock of node key %s was taken over by another run while this one held it "
+        "(its lease ran out)",
+        _short(key),
+    )
+
+
 class _LeasedLockManager(LockManager):
     """What both leased managers share: the async forms run the sync ones on a thread,
     and a waiter polls until the lock is free."""
@@ -367,11 +376,7 @@ class LeasedFileLockManager(_LeasedLockManager):
             if info is not None and info.get("holder") == holder:
                 path.unlink(missing_ok=True)
             elif info is not None:
-                logger.warning(
-                    "cache: lock of node key %s was taken over by another run while this "
-                    "one held it (its lease ran out)",
-                    _short(key),
-                )
+                _warn_taken_over(key)
         except OSError as exc:
             self._give_up(exc)
 
@@ -493,11 +498,7 @@ class LeasedRedisLockManager(_LeasedLockManager):
         try:
             lock.release()
         except LockError:
-            logger.warning(
-                "cache: lock of node key %s was taken over by another run while this one "
-                "held it (its lease ran out)",
-                _short(key),
-            )
+            _warn_taken_over(key)
         except RedisError as exc:
             self._give_up(exc)
 
