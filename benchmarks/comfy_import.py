@@ -264,7 +264,8 @@ def main() -> None:
     from integration.comfy import Signatures, import_workflow, to_api, to_ui
     from integration.graph import NodeRegistry
 
-    signatures = Signatures.from_registry(NodeRegistry.default())
+    test_pack = ROOT / "nodes" / "comfy_testing"  # no default registry loads it
+    signatures = Signatures.from_registry(NodeRegistry.default(extra_paths=[test_pack]))
     rng = random.Random(args.seed)
     sizes = [5 + (195 * i) // max(args.workflows - 1, 1) for i in range(args.workflows)]
     rng.shuffle(sizes)

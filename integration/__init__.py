@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# Imported for its effect: it registers the ComfyUI pack and document loaders with the
+# graph layer (integration.graph.loaders), for every user of the package and every worker.
+from integration import comfy  # noqa: F401
 from integration.config import NodegraphConfig, load_config
 from integration.errors import ErrorType, GraphLoadError, NodeError, NodegraphError
 from integration.graph import (
@@ -41,6 +44,7 @@ _LAZY_SUBMIT = {"submit", "status", "cancel", "RunHandle"}
 
 
 def __getattr__(name: str) -> Any:
+    # Lazy: importing Prefect costs seconds, which loading and validating never need.
     if name in _LAZY:
         from integration import prefect as translator
 

@@ -319,6 +319,13 @@ class MonitoringConfig(_Section):
         description="Also emit nodegraph.node.completed|failed|cached per node (when "
         "events is true); switch off for huge graphs.",
     )
+    max_node_events: int | None = Field(
+        default=1000,
+        ge=0,
+        description="At most this many nodegraph.node.completed|cached events per run "
+        "(failures always go out; the graph event counts what was left out): Prefect's "
+        "server takes milliseconds to store each event. null: no limit.",
+    )
     artifacts: bool = Field(
         default=True,
         description="Publish a summary table and a mermaid diagram of each run as "
@@ -373,6 +380,13 @@ class NodegraphConfig(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment overrides the file, which arrives as init kwargs.
         return (_MappingEnvSource(settings_cls), init_settings)
+
+
+def caching_for(config: NodegraphConfig, cache: bool | None) -> CachingConfig:
+    """The configured caching, switched on or off where a call says so (``cache``)."""
+    if cache is None:
+        return config.caching
+    return config.caching.model_copy(update={"enable": cache})
 
 
 def find_config_file(

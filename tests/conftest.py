@@ -325,11 +325,16 @@ def _private_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
+COMFY_TEST_PACK = ROOT / "nodes" / "comfy_testing"
+"""The ComfyUI test pack: no default registry loads it, so tests that use it ask."""
+
+
 @pytest.fixture(scope="session")
 def registry():
+    """The default packs, the fixture packs and the ComfyUI test pack."""
     from integration.graph import NodeRegistry
 
-    return NodeRegistry.default(extra_paths=[FIXTURES / "packs"])
+    return NodeRegistry.default(extra_paths=[FIXTURES / "packs", COMFY_TEST_PACK])
 
 
 @pytest.fixture

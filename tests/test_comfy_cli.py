@@ -43,18 +43,13 @@ def test_export_ui_of_a_ui_workflow(tmp_path):
 
 
 def test_import_without_signatures_warns(tmp_path):
-    empty = tmp_path / "no-packs"
-    empty.mkdir()
+    result = invoke("comfy", "import", COMFY / "ui_v04.json", "-o", tmp_path / "g.yaml")
+    # no default registry loads the test pack: its types are unknown
+    assert result.exit_code == 0 and "no signature for StubFloat" in result.output
     result = invoke(
-        "comfy",
-        "import",
-        COMFY / "ui_v04.json",
-        "-o",
-        tmp_path / "g.yaml",
-        "--nodes",
-        empty,
+        "comfy", "import", COMFY / "ui_v04.json", "-o", tmp_path / "g.yaml", "--nodes", PACK
     )
-    # the default packs include comfy_testing, so these types are signed
+    # the test pack, asked for, signs them
     assert result.exit_code == 0 and "warning" not in result.output
     unknown = json.loads((COMFY / "ui_v04.json").read_text())
     unknown["nodes"][0]["type"] = "SomeOtherPackNode"
@@ -106,17 +101,17 @@ def test_validate_reports_comfy_error_types(tmp_path):
     del prompt["4"]["inputs"]["image2"]
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(prompt))
-    result = invoke("validate", path, "--json")
+    result = invoke("validate", path, "--json", "--nodes", PACK)
     assert result.exit_code == 1
     report = json.loads(result.output)
     assert report["node_errors"]["3"]["errors"][0]["type"] == "value_bigger_than_max"
     assert report["node_errors"]["4"]["errors"][0]["type"] == "required_input_missing"
-    assert invoke("validate", COMFY / "ui_v04.json").exit_code == 0
+    assert invoke("validate", COMFY / "ui_v04.json", "--nodes", PACK).exit_code == 0
 
 
 @pytest.mark.integration
 def test_run_detects_a_comfy_file(prefect_server):
-    result = invoke("run", COMFY / "ui_v04.json", "--json", "--no-cache")
+    result = invoke("run", COMFY / "ui_v04.json", "--json", "--no-cache", "--nodes", PACK)
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
     assert report["outputs"]["8"] == {"values": [0.25]}

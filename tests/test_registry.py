@@ -8,8 +8,10 @@ import textwrap
 
 import pytest
 
+from integration.config import NodegraphConfig
 from integration.graph import NodeRegistry, RegistryError
 from integration.graph.registry import resolve_node_type
+from tests.conftest import COMFY_TEST_PACK, FIXTURES
 
 
 def test_default_registry_loads_the_repository_packs():
@@ -127,3 +129,18 @@ def test_a_fresh_process_reloads_a_pack_from_its_source(registry):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "{'quotient': 3, 'remainder': 1}"
     assert resolve_node_type(source, "testpack.divmod") is registry.get("testpack.divmod")
+
+
+def test_the_default_registry_leaves_out_the_test_pack():
+    assert "comfy_testing" not in NodeRegistry.default().packs
+    assert "StubImage" not in NodeRegistry.default()
+    asked = NodeRegistry.default(extra_paths=[COMFY_TEST_PACK])
+    assert asked.get("StubImage").qualified_name == "comfy_testing.StubImage"
+
+
+def test_a_registry_from_the_config_has_its_paths_and_modules():
+    execution = {"node_paths": [FIXTURES / "packs"], "node_modules": ["tests.fixtures.module_pack"]}
+    config = NodegraphConfig(execution=execution)
+    registry = NodeRegistry.from_config(config)
+    assert {"core", "testpack", "modpack"} <= set(registry.packs)
+    assert registry.get("modpack.triple").invoke({"x": 2}) == {"out": 6}

@@ -35,19 +35,23 @@ from integration.cli.options import (
     NodesOption,
     OutputOption,
     StrategyOption,
+    parse_inputs,
 )
 from integration.cli.options import load_cli_config as _config
 from integration.comfy import Signatures
 from integration.comfy.validate import check_workflow
 from integration.config import NodegraphConfig
 from integration.errors import ConfigError, GraphLoadError, NodegraphError
-from integration.graph import Graph, GraphValidationError, NodeRegistry, bind, load_graph
-from integration.graph.limits import parse_yaml
+from integration.graph import GraphValidationError, NodeRegistry, bind, load_graph
 from integration.graph.model import graph_json_schema
 from integration.graph.policy import default_policy
+from integration.observability.profile import ProfileReport
 from integration.optimize import NodeDurations, optimization_report, optimizer_for
 from integration.plan import make_plan
+from integration.prefect import flow as runner
+from integration.prefect.client import api_configured
 from integration.result import RunResult, RunState
+from integration.runs import load_record, runs_folder
 
 app = typer.Typer(
     name="nodegraph",
@@ -64,12 +68,6 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _registry(config: NodegraphConfig) -> NodeRegistry:
-    return NodeRegistry.default(
-        extra_paths=config.execution.node_paths, modules=config.execution.node_modules
-    )
-
-
 def _fail(message: str, as_json: bool, payload: dict[str, Any] | None = None) -> typer.Exit:
     if as_json:
         print(json.dumps(payload or {"state": "error", "error": message}))
@@ -83,24 +81,6 @@ def _invalid(error: GraphValidationError, as_json: bool) -> typer.Exit:
     else:
         render.problems(out, error)
     return typer.Exit(1)
-
-
-def parse_inputs(graph: Graph, pairs: list[str]) -> dict[str, Any]:
-    """``name=value`` pairs; values read as YAML, except for ``str`` inputs."""
-    values: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, raw = pair.partition("=")
-        if not sep or not name:
-            raise typer.BadParameter(f"{pair!r}: write inputs as name=value", param_hint="--input")
-        spec = graph.inputs.get(name)
-        if spec is not None and spec.type == "str":
-            values[name] = raw
-            continue
-        try:
-            values[name] = parse_yaml(raw, f"--input {name}")[0] if raw else ""
-        except GraphLoadError:
-            values[name] = raw
-    return values
 
 
 @app.command()
@@ -143,7 +123,7 @@ def run(
         if address:
             config.execution.dask_address = address
             strategy = strategy or "distributed"
-        registry = _registry(config)
+        registry = NodeRegistry.from_config(config)
         graph = load_graph(file, Signatures.from_registry(registry))  # ComfyUI files too
         inputs = parse_inputs(graph, input_ or [])
     except (ConfigError, GraphLoadError, NodegraphError) as exc:
@@ -188,9 +168,7 @@ def _execute(
 ) -> None:
     """Run (or resume) with progress, print the result, and exit with its code."""
     _quiet_prefect_console(config)
-    from integration.prefect import flow as runner
-
-    if not _api_configured():
+    if not api_configured():
         # The temporary server's telemetry heartbeat races its own SQLite setup and
         # prints a "database is locked" traceback; it also reaches outside the machine.
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -242,7 +220,7 @@ def resume(
     """Continue a halted, failed or crashed run: finished nodes come from the cache."""
     try:
         config = _config(config_file, nodes)
-        registry = _registry(config)
+        registry = NodeRegistry.from_config(config)
     except NodegraphError as exc:
         raise _fail(str(exc), as_json) from None
     _execute(
@@ -266,10 +244,6 @@ def show_profile(
     config_file: ConfigOption = None,
 ) -> None:
     """Show the profile of a past run: per-node costs, critical path, top nodes."""
-    from integration.cache.factory import cache_folder
-    from integration.observability.profile import ProfileReport
-    from integration.runs import load_record, runs_folder
-
     try:
         config = _config(config_file, None)
         record = load_record(runs_folder(cache_folder(config.caching)), run_id)
@@ -298,7 +272,7 @@ def validate(
     """Check a graph without running it: exit 0 when valid, 1 with a report when not."""
     try:
         config = _config(config_file, nodes)
-        registry = _registry(config)
+        registry = NodeRegistry.from_config(config)
         graph = load_graph(file, Signatures.from_registry(registry))
         if "comfy" in graph.metadata:
             valid, _ = check_workflow(graph, registry)
@@ -344,10 +318,11 @@ def plan(
     strategy: StrategyOption = None,
 ) -> None:
     """Show what a run would execute: the order, the levels that run side by side, the
-    critical path, and the nodes that share a task (fused segments and batches)."""
+    critical path, and its tasks (fused chains and levels, batches, lone nodes), each
+    with why it was formed or why its node runs alone."""
     try:
         config = _config(config_file, nodes)
-        registry = _registry(config)
+        registry = NodeRegistry.from_config(config)
         graph = load_graph(file, Signatures.from_registry(registry))
         if "comfy" in graph.metadata:
             raise NodegraphError(
@@ -362,6 +337,7 @@ def plan(
             default_policy(config),
             NodeDurations(cache_folder(config.caching)),
             config.caching,
+            workers=config.execution.max_workers,
         )
         report = optimization_report(optimizer, strategy or config.execution.strategy)
     except GraphValidationError as exc:
@@ -383,7 +359,7 @@ def list_nodes(
 ) -> None:
     """List node types with their description and ports."""
     try:
-        registry = _registry(_config(config_file, nodes))
+        registry = NodeRegistry.from_config(_config(config_file, nodes))
     except NodegraphError as exc:
         raise _fail(str(exc), as_json) from None
     types = [t for t in registry if not prefix or t.qualified_name.startswith(prefix)]
@@ -398,12 +374,6 @@ def schema(config_file: ConfigOption = None) -> None:
     """Print the JSON Schema of graph documents."""
     _config(config_file, None)  # only checked: the schema is the same for every config
     print(json.dumps(graph_json_schema(), indent=2))
-
-
-def _api_configured() -> bool:
-    from prefect.settings import get_current_settings
-
-    return bool(get_current_settings().api.url)
 
 
 def _quiet_prefect_console(config: NodegraphConfig) -> None:

@@ -22,7 +22,13 @@ from rich.console import Console
 from rich.table import Table
 
 from integration.cli.failures import print_error
-from integration.cli.options import ConfigOption, JsonOption, NodesOption, load_cli_config
+from integration.cli.options import (
+    ConfigOption,
+    JsonOption,
+    NodesOption,
+    load_cli_config,
+    parse_inputs,
+)
 from integration.comfy import Signatures, import_workflow, to_api, to_ui
 from integration.errors import NodegraphError
 from integration.graph import NodeRegistry, load_graph
@@ -58,9 +64,7 @@ def _signatures(
     config_file: Path | None, nodes: list[Path] | None, signatures: Path | None
 ) -> tuple[NodeRegistry, Signatures]:
     config = load_cli_config(config_file, nodes)
-    registry = NodeRegistry.default(
-        extra_paths=config.execution.node_paths, modules=config.execution.node_modules
-    )
+    registry = NodeRegistry.from_config(config)
     extra = Signatures.from_file(signatures) if signatures is not None else None
     return registry, Signatures.from_registry(registry, extra)
 
@@ -117,8 +121,6 @@ def export_command(
     nodes: NodesOption = None,
 ) -> None:
     """Write a graph as a ComfyUI workflow."""
-    from integration.cli.app import parse_inputs
-
     try:
         registry, known = _signatures(config_file, nodes, signatures)
         loaded = load_graph(graph, known)

@@ -20,10 +20,13 @@ from typing import Annotated, Any
 
 import typer
 
+from integration.cache.factory import cache_folder
+from integration.cli.failures import print_error
 from integration.cli.options import ConfigOption, FileArgument, NodesOption, load_cli_config
 from integration.errors import NodegraphError
 from integration.graph import NodeRegistry, bind, load_graph
 from integration.graph.render import html_page_size, to_dot, to_html, to_mermaid
+from integration.runs import load_record, runs_folder
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
@@ -80,9 +83,6 @@ def screenshot(html: str, output: Path, size: tuple[int, int], timeout_s: float 
 
 
 def _run_states(config: Any, run_id: str) -> tuple[dict[str, str], dict[str, float]]:
-    from integration.cache.factory import cache_folder
-    from integration.runs import load_record, runs_folder
-
     record = load_record(runs_folder(cache_folder(config.caching)), run_id)
     nodes = record.extra.get("nodes")
     if nodes is None:
@@ -112,13 +112,9 @@ def graph_command(
     nodes: NodesOption = None,
 ) -> None:
     """Draw a graph: mermaid or DOT text, an HTML page, or a PNG."""
-    from integration.cli.app import _fail
-
     try:
         config = load_cli_config(config_file, nodes)
-        registry = NodeRegistry.default(
-            extra_paths=config.execution.node_paths, modules=config.execution.node_modules
-        )
+        registry = NodeRegistry.from_config(config)
         bound = bind(load_graph(file), registry)
         states, timings = _run_states(config, run) if run else (None, None)
         if format == PictureFormat.mermaid:
@@ -133,7 +129,8 @@ def graph_command(
             screenshot(text, output, html_page_size(bound))
             return
     except NodegraphError as exc:
-        raise _fail(str(exc), False) from None
+        print_error(str(exc))
+        raise typer.Exit(1) from None
     if output is None:
         sys.stdout.write(text)
     else:

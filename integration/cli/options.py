@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from integration.config import NodegraphConfig, load_config
+from integration.errors import GraphLoadError
+from integration.graph.limits import parse_yaml
+from integration.graph.model import Graph
 
 ConfigOption = Annotated[
     Path | None,
@@ -43,3 +46,21 @@ def load_cli_config(path: Path | None, nodes: list[Path] | None) -> NodegraphCon
     if nodes:
         config.execution.node_paths = [*config.execution.node_paths, *nodes]
     return config
+
+
+def parse_inputs(graph: Graph, pairs: list[str]) -> dict[str, Any]:
+    """``name=value`` pairs; values read as YAML, except for ``str`` inputs."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"{pair!r}: write inputs as name=value", param_hint="--input")
+        spec = graph.inputs.get(name)
+        if spec is not None and spec.type == "str":
+            values[name] = raw
+            continue
+        try:
+            values[name] = parse_yaml(raw, f"--input {name}")[0] if raw else ""
+        except GraphLoadError:
+            values[name] = raw
+    return values

@@ -26,9 +26,24 @@ from integration.cli.options import (
     NodesOption,
     StrategyOption,
     load_cli_config,
+    parse_inputs,
 )
 from integration.config import NodegraphConfig
 from integration.errors import NodegraphError
+from integration.observability.metrics import serve_metrics
+from integration.prefect.deploy import (
+    DeploymentError,
+    EventTriggerSpec,
+    after_graph,
+    graph_deployment,
+    parse_match,
+    read_graph,
+)
+from integration.prefect.deploy import serve as serve_deployments
+from integration.prefect.submit import RunHandle, RunNotFound
+from integration.prefect.submit import cancel as cancel_run
+from integration.prefect.submit import status as run_status
+from integration.prefect.submit import submit as submit_run
 
 out = Console()
 err = Console(stderr=True)
@@ -84,16 +99,6 @@ def _deployment(
     pool: str | None,
     config: NodegraphConfig,
 ) -> Any:
-    from integration.cli.app import parse_inputs
-    from integration.prefect.deploy import (
-        DeploymentError,
-        EventTriggerSpec,
-        after_graph,
-        graph_deployment,
-        parse_match,
-        read_graph,
-    )
-
     source = read_graph(graph)
     templated = {
         key: value
@@ -174,8 +179,6 @@ def serve(
 ) -> None:
     """Serve a graph's deployment in the foreground: schedules and triggers run here,
     until interrupted."""
-    from prefect import serve as prefect_serve
-
     try:
         config = load_cli_config(config_file, nodes)
         deployment = _deployment(
@@ -185,11 +188,9 @@ def serve(
         print_error(str(exc), err)
         raise typer.Exit(1) from None
     if config.monitoring.metrics_port is not None:
-        from integration.observability.metrics import serve_metrics
-
         port = serve_metrics(config.monitoring.metrics_port, config.monitoring.metrics_address)
         err.print(f"metrics on http://{config.monitoring.metrics_address}:{port}/metrics")
-    prefect_serve(deployment, print_starting_message=True)
+    serve_deployments(deployment)
 
 
 def submit(
@@ -206,10 +207,6 @@ def submit(
     config_file: ConfigOption = None,
 ) -> None:
     """Start a run through a deployment and print its id without waiting."""
-    from integration.cli.app import parse_inputs
-    from integration.prefect.deploy import read_graph
-    from integration.prefect.submit import submit as submit_run
-
     try:
         load_cli_config(config_file, None)  # checked; the deployment's own settings apply
         inputs = parse_inputs(read_graph(graph), input_ or [])
@@ -233,9 +230,6 @@ def status(
     config_file: ConfigOption = None,
 ) -> None:
     """Show a run's state and how many nodes are done, failed and cached."""
-    from integration.prefect.submit import RunHandle, RunNotFound
-    from integration.prefect.submit import status as run_status
-
     try:
         load_cli_config(config_file, None)  # checked; the state comes from the Prefect API
         current = RunHandle(run_id).wait() if wait else run_status(run_id)
@@ -252,9 +246,6 @@ def cancel(
     config_file: ConfigOption = None,
 ) -> None:
     """Cancel a run: no node starts afterwards; finished nodes stay in the cache."""
-    from integration.prefect.submit import RunHandle, RunNotFound
-    from integration.prefect.submit import cancel as cancel_run
-
     try:
         load_cli_config(config_file, None)  # checked; the run is cancelled through the API
         current = cancel_run(run_id)

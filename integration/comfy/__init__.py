@@ -13,23 +13,38 @@
   ComfyUI install's ``/object_info``.
 - ``nodes``: ComfyUI classes as node types; calling one with ComfyUI's list semantics.
 - ``validate``: ComfyUI's checks and its ``node_errors`` error types.
-- ``execution``: the executor (output nodes as roots, lazy inputs, blockers,
-  expansion), which ``integration.prefect.comfy`` runs as a Prefect flow.
+- ``execution``: the ComfyUI program the engine's scheduler runs a prompt with (output
+  nodes as roots, lazy inputs, blockers, expansion); ``integration.prefect.comfy``
+  runs it as a Prefect flow.
 
-Nothing here imports Prefect.
+Nothing here imports Prefect. Importing this package registers its pack loader and
+its document loader with the graph layer (``integration.graph.loaders``), so registries
+load ComfyUI packs and ``load_graph`` reads ComfyUI files; ``import integration`` does it.
 """
 
+from integration.comfy.nodes import pack_node_types
+from integration.comfy.runtime import install_shims
 from integration.comfy.signatures import Signature, SignatureError, Signatures
 from integration.comfy.workflow import (
     ComfyExportError,
     ComfyWorkflowError,
     Imported,
     import_workflow,
+    load_document,
     read_workflow,
     to_api,
     to_ui,
     workflow_format,
 )
+from integration.graph.loaders import (
+    DocumentLoader,
+    PackLoader,
+    register_document_loader,
+    register_pack_loader,
+)
+
+register_pack_loader(PackLoader("comfyui", pack_node_types, before_import=install_shims))
+register_document_loader(DocumentLoader("comfyui", load_document))
 
 __all__ = [
     "ComfyExportError",

@@ -30,8 +30,9 @@ import hashlib
 import inspect
 import math
 import time
+import types
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from integration.comfy.runtime import ExecutionBlocker, GraphBuilder
@@ -143,8 +144,6 @@ class ComfyNodeType(NodeType):
 
 
 def _named(signature: Signature, display_name: str) -> Signature:
-    from dataclasses import replace
-
     return replace(signature, display_name=display_name)
 
 
@@ -355,3 +354,15 @@ def wrap_mappings(
         ComfyNodeType.wrap(class_type, node_class, display_names.get(class_type, ""))
         for class_type, node_class in mappings.items()
     ]
+
+
+def pack_node_types(module: types.ModuleType) -> list[NodeType] | None:
+    """The node types of a ComfyUI pack module (one exporting ``NODE_CLASS_MAPPINGS``),
+    or ``None`` for another module: the pack loader through which the registry loads
+    ComfyUI packs."""
+    classes = getattr(module, "NODE_CLASS_MAPPINGS", None)
+    if classes is None:
+        return None
+    if not isinstance(classes, dict):
+        raise ComfyNodeError("NODE_CLASS_MAPPINGS must be a dict")
+    return list(wrap_mappings(classes, getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None)))

@@ -35,7 +35,8 @@ from typing import Any
 from integration.comfy.nodes import ComfyNodeType, map_over_list
 from integration.comfy.runtime import ExecutionBlocker, is_link
 from integration.comfy.shapes import api_entry_problems, document_problem, name_of
-from integration.comfy.signatures import InputSpec
+from integration.comfy.signatures import InputSpec, Signatures
+from integration.comfy.workflow import to_api
 from integration.errors import summarize_value
 from integration.graph.nodetype import NodeType
 from integration.graph.order import CycleError, topological_order
@@ -458,9 +459,6 @@ def check_workflow(
     ``registry`` supplies the classes (and their signatures, with ``signatures`` added);
     types nodegraph knows by name (``core.add``) may appear too.
     """
-    from integration.comfy.signatures import Signatures
-    from integration.comfy.workflow import to_api
-
     known = Signatures.from_registry(registry, signatures)
     prompt = to_api(graph, known, input_values, registry)
     # Every ComfyUI class, not only the prompt's: expansion may add any of them.

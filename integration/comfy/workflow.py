@@ -249,6 +249,15 @@ def graph_name_for(source: Any) -> str:
     return "workflow"
 
 
+def load_document(data: dict[str, Any], source: str, signatures: Signatures | None) -> Graph | None:
+    """The graph of a ComfyUI workflow, or ``None`` for data of another format: the
+    document loader through which ``load_graph`` reads ComfyUI files."""
+    if workflow_format(data) is None:
+        return None
+    name = graph_name_for(source) if not source.startswith("<") else None
+    return import_workflow(data, signatures, name=name).graph
+
+
 def _check_node_id(node_id: str, where: str, problems: list[str]) -> None:
     if not _NODE_ID.match(node_id):
         problems.append(

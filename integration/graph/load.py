@@ -28,6 +28,7 @@ from integration.graph.limits import (
     parse_json,
     parse_yaml,
 )
+from integration.graph.loaders import document_loaders
 from integration.graph.model import (
     GRAPH_NAME_PATTERN,
     NODE_ID_PATTERN,
@@ -43,13 +44,15 @@ GraphSource = Graph | Mapping[str, Any] | str | Path
 def load_graph(source: GraphSource, signatures: Any = None) -> Graph:
     """Load a graph from a ``Graph``, a mapping, a file path, or JSON/YAML text.
 
-    A ComfyUI workflow (UI or API format, told apart by its shape) is imported; its
-    widget values are named with ``signatures`` (``integration.comfy.Signatures``).
+    A document of another format is read by the document loader that knows it
+    (``integration.graph.loaders``): a ComfyUI workflow (UI or API format, told apart
+    by its shape) is imported, its widget values named with ``signatures``
+    (``integration.comfy.Signatures``).
     """
     if isinstance(source, Graph):
         return source
     if isinstance(source, Mapping):
-        return _comfy_or_graph(dict(source), "<data>", None, signatures)
+        return _foreign_or_graph(dict(source), "<data>", None, signatures)
     if isinstance(source, Path) or (isinstance(source, str) and _looks_like_path(source)):
         path = Path(source)
         try:
@@ -113,17 +116,17 @@ def parse_graph_text(text: str, source: str, signatures: Any = None) -> Graph:
         else:
             message = f"a graph document is a mapping, not {type(data).__name__}"
         raise GraphLoadError(source, [(source, message)])
-    return _comfy_or_graph(data, source, text, signatures, marks)
+    return _foreign_or_graph(data, source, text, signatures, marks)
 
 
-def _comfy_or_graph(
+def _foreign_or_graph(
     data: dict[str, Any], source: str, text: str | None, signatures: Any, marks: Any = None
 ) -> Graph:
-    from integration.comfy.workflow import graph_name_for, import_workflow, workflow_format
-
-    if "schema" not in data and workflow_format(data) is not None:
-        name = graph_name_for(source) if not source.startswith("<") else None
-        return import_workflow(data, signatures, name=name).graph
+    if "schema" not in data:  # a nodegraph document says its schema; others may not
+        for loader in document_loaders():
+            graph = loader.load(data, source, signatures)
+            if graph is not None:
+                return graph
     return parse_graph(data, source, text, marks)
 
 

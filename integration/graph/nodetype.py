@@ -108,9 +108,7 @@ class NodeType:
         # A type loaded from a pack travels by reference, so a worker process loads the
         # pack itself instead of unpickling a function that may not be importable there.
         if self.pack_source is not None:
-            from integration.graph.registry import resolve_node_type
-
-            return (resolve_node_type, (self.pack_source, self.qualified_name))
+            return (self.pack_source.resolve_node_type, (self.qualified_name,))
         return (_rebuild_node_type, (self.__dict__.copy(), type(self)))
 
     def check_inputs(self, values: Mapping[str, Any]) -> list[str]:

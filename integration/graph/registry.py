@@ -13,10 +13,15 @@ choose its namespace and ``NODE_TYPES = [...]`` to choose what it exports.
 The registry records how each pack was loaded (a ``PackSource``), so another process,
 such as a process-pool worker or a Dask worker, loads the same pack again by itself.
 
-A module that exports ``NODE_CLASS_MAPPINGS`` is a ComfyUI pack: each class joins as
-``<pack>.<class type>`` (see ``integration.comfy.nodes``), and ``get`` also finds it by
-its bare class type, which is how ComfyUI workflows name it. As in ComfyUI, a class
-type defined by two packs resolves to the one loaded last.
+Packs of other kinds load through the pack loaders other layers register
+(``integration.graph.loaders``). A module that exports ``NODE_CLASS_MAPPINGS`` is a
+ComfyUI pack: each class joins as ``<pack>.<class type>`` (see
+``integration.comfy.nodes``), and ``get`` also finds it by its bare class type, which
+is how ComfyUI workflows name it. As in ComfyUI, a class type defined by two packs
+resolves to the one loaded last.
+
+The default registry loads the repository's packs but not its test packs
+(``TEST_PACKS``), which tests and users load by path like any other pack.
 """
 
 from __future__ import annotations
@@ -31,16 +36,23 @@ import types
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from integration.errors import NodegraphError
+from integration.graph.loaders import pack_loaders
 from integration.graph.nodetype import NodeType
+
+if TYPE_CHECKING:
+    from integration.config import NodegraphConfig
 
 PACKS_MODULE = "nodegraph_packs"
 """Packs loaded by path are imported as ``nodegraph_packs.<pack>``."""
 
 DEFAULT_NODE_PATH = Path(__file__).resolve().parents[2] / "nodes"
-"""The repository's ``nodes/`` folder, used when no other node path is configured."""
+"""The repository's ``nodes/`` folder, whose packs every default registry loads."""
+
+TEST_PACKS = frozenset({"comfy_testing"})
+"""Packs in ``nodes/`` that only tests use: the default registry leaves them out."""
 
 
 class RegistryError(NodegraphError):
@@ -58,6 +70,10 @@ class PackSource:
     def __str__(self) -> str:
         return f"{self.kind}:{self.location}"
 
+    def resolve_node_type(self, name: str) -> NodeType:
+        """The type ``name`` of this pack, loading it in this process if needed."""
+        return resolve_node_type(self, name)
+
 
 class NodeRegistry:
     """Node types by qualified name, with the packs they came from."""
@@ -65,15 +81,17 @@ class NodeRegistry:
     def __init__(self) -> None:
         self._types: dict[str, NodeType] = {}
         self._packs: dict[str, PackSource] = {}
-        self._comfy: dict[str, NodeType] = {}  # ComfyUI class type -> its node type
+        # Types from pack loaders by bare class type, as their documents name them.
+        self._class_types: dict[str, NodeType] = {}
 
     @classmethod
     def default(
         cls, extra_paths: Iterable[str | Path] = (), modules: Iterable[str] = ()
     ) -> NodeRegistry:
-        """The repository's packs plus ``NODEGRAPH_NODE_PATH`` folders and extra ones."""
+        """The repository's packs (not ``TEST_PACKS``) plus ``NODEGRAPH_NODE_PATH``
+        folders and extra ones."""
         registry = cls()
-        paths = [DEFAULT_NODE_PATH, *_env_paths(), *map(Path, extra_paths)]
+        paths = [*_default_packs(), *_env_paths(), *map(Path, extra_paths)]
         seen: set[Path] = set()
         for path in paths:
             resolved = path.resolve()
@@ -85,8 +103,16 @@ class NodeRegistry:
             registry.load_module(module)
         return registry
 
+    @classmethod
+    def from_config(cls, config: NodegraphConfig) -> NodeRegistry:
+        """The default registry plus the config's node paths and modules
+        (``execution.node_paths``, ``execution.node_modules``)."""
+        return cls.default(
+            extra_paths=config.execution.node_paths, modules=config.execution.node_modules
+        )
+
     def __contains__(self, name: object) -> bool:
-        return name in self._types or name in self._comfy
+        return name in self._types or name in self._class_types
 
     def __iter__(self) -> Iterator[NodeType]:
         return iter(self._types[name] for name in sorted(self._types))
@@ -103,18 +129,18 @@ class NodeRegistry:
         try:
             return self._types[name]
         except KeyError:
-            if name in self._comfy:
-                return self._comfy[name]
+            if name in self._class_types:
+                return self._class_types[name]
             hint = self.suggest(name)
             suffix = f"; did you mean {', '.join(hint)}?" if hint else ""
             raise KeyError(f"unknown node type {name!r}{suffix}") from None
 
     def find(self, name: str) -> NodeType | None:
-        return self._types.get(name) or self._comfy.get(name)
+        return self._types.get(name) or self._class_types.get(name)
 
     def comfy_types(self) -> dict[str, NodeType]:
-        """The ComfyUI classes loaded, by class type."""
-        return dict(self._comfy)
+        """The types pack loaders added (ComfyUI classes), by class type."""
+        return dict(self._class_types)
 
     def suggest(self, name: str, limit: int = 3) -> list[str]:
         """Known names closest to ``name``, best first."""
@@ -147,13 +173,7 @@ class NodeRegistry:
             raise RegistryError(f"node path {path} does not exist")
         if path.suffix == ".py" or (path / "__init__.py").exists():
             return [self._load_pack_at(path)]
-        loaded = []
-        for entry in sorted(path.iterdir()):
-            if entry.name.startswith(("_", ".")):
-                continue
-            if entry.suffix == ".py" or (entry / "__init__.py").exists():
-                loaded.append(self._load_pack_at(entry))
-        return loaded
+        return [self._load_pack_at(entry) for entry in sorted(path.iterdir()) if _is_pack(entry)]
 
     def load_module(self, module_name: str) -> str:
         """Load an importable module as a pack."""
@@ -179,10 +199,14 @@ class NodeRegistry:
                 f"name from {known}; rename one of them or set PACK in its module"
             )
         self._packs[source.pack] = source
-        comfy_classes = getattr(module, "NODE_CLASS_MAPPINGS", None)
-        if comfy_classes is not None:
-            self._add_comfy_pack(source, module, comfy_classes)
-            return
+        for loader in pack_loaders():
+            try:
+                loaded = loader.node_types(module)
+            except NodegraphError as exc:
+                raise RegistryError(f"pack {source} ({loader.name}): {exc}") from exc
+            if loaded is not None:
+                self._add_class_types(source, loaded)
+                return
         for node_type in _exported_types(module):
             if node_type.pack not in (None, source.pack):
                 continue  # imported from another pack, which registers it itself
@@ -191,28 +215,33 @@ class NodeRegistry:
             self.register(node_type)
         _remember(source, self)
 
-    def _add_comfy_pack(self, source: PackSource, module: types.ModuleType, classes: Any) -> None:
-        from integration.comfy.nodes import ComfyNodeError, wrap_mappings
-        from integration.comfy.signatures import SignatureError
-
-        if not isinstance(classes, dict):
-            raise RegistryError(f"pack {source}: NODE_CLASS_MAPPINGS must be a dict")
-        try:
-            wrapped = wrap_mappings(classes, getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None))
-        except (ComfyNodeError, SignatureError) as exc:
-            raise RegistryError(f"pack {source}: {exc}") from exc
-        for node_type in wrapped:
+    def _add_class_types(self, source: PackSource, loaded: list[NodeType]) -> None:
+        for node_type in loaded:
             node_type.pack = source.pack
             node_type.pack_source = source
             self.register(node_type)
-            self._comfy[node_type.name] = node_type
+            self._class_types[node_type.name] = node_type
         _remember(source, self)
 
     def merge(self, other: NodeRegistry) -> None:
         for node_type in other:
             self.register(node_type)
         self._packs.update(other._packs)
-        self._comfy.update(other._comfy)
+        self._class_types.update(other._class_types)
+
+
+def _default_packs() -> list[Path]:
+    return [
+        entry
+        for entry in sorted(DEFAULT_NODE_PATH.iterdir())
+        if _is_pack(entry) and entry.stem not in TEST_PACKS
+    ]
+
+
+def _is_pack(entry: Path) -> bool:
+    if entry.name.startswith(("_", ".")):
+        return False
+    return entry.suffix == ".py" or (entry / "__init__.py").exists()
 
 
 def _env_paths() -> list[Path]:
@@ -257,11 +286,9 @@ def _import_path(source: PackSource) -> types.ModuleType:
             raise RegistryError(f"cannot import the pack at {path}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
-        # ComfyUI packs import ComfyUI's own modules; without a ComfyUI install,
-        # nodegraph provides the parts packs use.
-        from integration.comfy.runtime import install_shims
-
-        install_shims()
+        # ComfyUI packs import ComfyUI's own modules; its pack loader provides them.
+        for loader in pack_loaders():
+            loader.before_import()
         try:
             spec.loader.exec_module(module)
         except Exception as exc:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from html import escape
 
+from integration.graph.order import levels
 from integration.graph.validate import BoundGraph
 
 STATE_STYLES: dict[str, str] = {
@@ -190,8 +192,6 @@ def to_html(
     fetched from anywhere. Nodes are placed in columns by dependency level. With
     ``states`` (after a run) they are coloured by state; hovering a node shows its
     type, state and time (``timings``, seconds)."""
-    from html import escape
-
     columns = _columns(bound)
     position: dict[str, tuple[float, float]] = {}
     for column, group in enumerate(columns):
@@ -264,8 +264,6 @@ def to_html(
 
 
 def _columns(bound: BoundGraph) -> list[list[str]]:
-    from integration.graph.order import levels
-
     return levels(bound.predecessors(), bound.order)
 
 

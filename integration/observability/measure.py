@@ -31,6 +31,8 @@ import tracemalloc
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import cloudpickle
+
 _tracing_lock = threading.Lock()
 _tracing_users = 0
 _tracing_owned = False  # tracemalloc was started here, not by the user
@@ -101,8 +103,6 @@ def output_size(outputs: Any) -> int | None:
         return len(pickle.dumps(outputs, protocol=pickle.HIGHEST_PROTOCOL))
     except Exception:
         try:
-            import cloudpickle
-
             return len(cloudpickle.dumps(outputs))
         except Exception:
             return None

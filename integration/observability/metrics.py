@@ -20,9 +20,12 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from integration.resources import gpus as gpu_discovery
 
 logger = logging.getLogger("nodegraph.metrics")
 
@@ -74,8 +77,6 @@ class ResourceCollector(Collector):
             labels=["resource_type"],
         )
         try:
-            import psutil
-
             family.add_metric(["cpu"], psutil.cpu_percent(interval=None))
             family.add_metric(["memory"], psutil.virtual_memory().percent)
         except Exception as exc:  # a scrape never fails for want of a number
@@ -90,11 +91,8 @@ class ResourceCollector(Collector):
 
 def _gpu_usage() -> list[tuple[str, float]]:
     try:
-        from integration.resources.gpus import discover_gpus
-    except ImportError:
-        return []
-    try:
-        gpus = discover_gpus()
+        # Through the module: the same discovery placement uses, replaceable in tests.
+        gpus = gpu_discovery.discover_gpus()
     except Exception:
         return []
     if not gpus:

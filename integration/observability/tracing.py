@@ -53,6 +53,7 @@ def ensure_provider() -> None:
         if _set_up:
             return
         _set_up = True
+        # Lazy: the OpenTelemetry SDK and its exporters load only when tracing is on.
         from opentelemetry.sdk.trace import TracerProvider
 
         if isinstance(trace.get_tracer_provider(), TracerProvider):
@@ -76,6 +77,7 @@ def ensure_provider() -> None:
 
 
 def _exporter(name: str) -> Any:
+    # Lazy: only the configured exporter loads; the OTLP ones are optional packages.
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 

@@ -44,6 +44,12 @@ def _context_for(url: str | None, key: str | None) -> SyncClientContext:
         return found
 
 
+def api_configured() -> bool:
+    """Whether a Prefect API is configured (``PREFECT_API_URL``); without one, Prefect
+    starts a temporary local server for the run."""
+    return bool(get_current_settings().api.url)
+
+
 @contextmanager
 def reused_client() -> Iterator[None]:
     """Make this process's client context for the current API current, if there is

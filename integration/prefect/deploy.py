@@ -29,9 +29,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import fsspec
 from prefect import flow
+from prefect import serve as prefect_serve
+from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events import DeploymentEventTrigger
+from prefect.states import Cancelled
 from prefect.utilities.callables import parameter_schema
 from pydantic import ValidationError
 
@@ -40,6 +44,7 @@ from integration.errors import ConfigError, GraphLoadError, NodegraphError
 from integration.graph.load import load_graph, parse_graph_text
 from integration.graph.model import Graph
 from integration.graph.validate import BoundGraph, resolve_inputs
+from integration.prefect.flow import GraphRunFailed, flow_signature, prepare, run
 from integration.prefect.reporting import GRAPH_COMPLETED
 from integration.result import RunState
 
@@ -60,8 +65,6 @@ def is_url(source: object) -> bool:
 def read_graph(source: Graph | Mapping[str, Any] | str | Path) -> Graph:
     """A graph from a document, JSON/YAML text, a path, or an fsspec URL."""
     if is_url(source):
-        import fsspec
-
         try:
             with fsspec.open(source, "rt", encoding="utf-8") as handle:
                 text = handle.read()
@@ -120,10 +123,6 @@ def run_graph(
     the graph's), ``strategy`` sequential, parallel or distributed, and ``config``
     overrides the configuration, nested as in the YAML file.
     """
-    from prefect.states import Cancelled
-
-    from integration.prefect.flow import GraphRunFailed, run
-
     # Bad inputs raise before any node runs, with the graph's own message.
     result = run(read_graph(graph), inputs, outputs, strategy, config=config_with(config))
     if result.state == RunState.CANCELLED:
@@ -195,12 +194,11 @@ def parse_match(pairs: Sequence[str]) -> dict[str, str]:
 
 def inputs_schema(bound: BoundGraph) -> dict[str, Any]:
     """The JSON schema of a graph's inputs: the same types as ``to_flow``'s parameters."""
-    from integration.prefect.flow import _signature
 
     def graph_inputs(**kwargs: Any) -> None:  # only its signature is read
         return None
 
-    graph_inputs.__signature__ = _signature(bound)  # type: ignore[attr-defined]
+    graph_inputs.__signature__ = flow_signature(bound)  # type: ignore[attr-defined]
     schema = parameter_schema(graph_inputs).model_dump(mode="json", exclude_none=True)
     return {
         "title": "inputs",
@@ -238,8 +236,6 @@ def graph_deployment(
     if not name or "/" in name:
         raise DeploymentError(f"deployment name {name!r}: give a name without '/'")
     if cron is not None:
-        from prefect.client.schemas.schedules import CronSchedule
-
         try:
             CronSchedule(cron=cron)
         except ValidationError as exc:
@@ -247,8 +243,6 @@ def graph_deployment(
             raise DeploymentError(f"--cron {cron!r}: {reason.strip()}") from None
     if interval is not None and interval <= 0:
         raise DeploymentError(f"--interval {interval}: give a positive number of seconds")
-    from integration.prefect.flow import prepare
-
     graph = read_graph(source)
     # Deploying validates the graph against this machine's packs and configuration.
     bound = prepare(graph, None, None, settings or config_with(config)).graph
@@ -281,3 +275,9 @@ def graph_deployment(
     schema.properties["inputs"] = inputs_schema(bound)
     deployment._parameter_openapi_schema = schema
     return deployment
+
+
+def serve(*deployments: RunnerDeployment) -> None:
+    """Serve deployments in the foreground until interrupted: their schedules and
+    triggers start runs in this process."""
+    prefect_serve(*deployments, print_starting_message=True)

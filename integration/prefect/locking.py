@@ -409,6 +409,7 @@ class LeasedRedisLockManager(_LeasedLockManager):
         lease_seconds: float = DEFAULT_LEASE_S,
         timeout_seconds: float = 0.5,
     ) -> None:
+        # Lazy: prefect-redis takes over 1 s to import, and only Redis locks need it.
         from prefect_redis.connection import redis_from_url
 
         self.url = url

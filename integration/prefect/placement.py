@@ -56,6 +56,7 @@ def cluster_offers(dask: DaskSettings) -> list[dict[str, float]]:
     cluster, or what a local cluster's workers will advertise."""
     if not dask.address:
         return [dask.worker_offer()]
+    # Lazy: Dask takes about 0.4 s to import; only an existing cluster is asked.
     import distributed
 
     with distributed.Client(dask.address, timeout=30, set_as_default=False) as client:

@@ -26,7 +26,9 @@ from typing import Any
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from integration.config import NodegraphConfig
 from integration.graph.registry import PackSource
+from integration.prefect.process_pool import WarmProcessPoolTaskRunner
 from integration.resources import GpuInfo, discover_gpus
 
 STRATEGIES = ("sequential", "parallel", "distributed")
@@ -75,6 +77,7 @@ class DaskSettings:
     def memory_bytes(self) -> float | None:
         if self.memory_limit is None:
             return None
+        # Lazy: Dask takes about 0.4 s to import, and only the distributed strategy needs it.
         from dask.utils import parse_bytes
 
         return float(parse_bytes(self.memory_limit))
@@ -84,6 +87,7 @@ class DaskSettings:
         their memory limit (Dask's own spilling; the nanny hands the config on)."""
         if self.spill_fraction is None:
             return
+        # Lazy: Dask takes about 0.4 s to import, and only the distributed strategy needs it.
         import dask
 
         fraction = self.spill_fraction
@@ -106,14 +110,30 @@ class DaskSettings:
         if self.memory_limit is not None:
             kwargs["memory_limit"] = self.memory_limit
         if self.use_cuda():
+            # Lazy and optional: dask-cuda comes with the gpu extra.
             from dask_cuda import LocalCUDACluster
 
             return LocalCUDACluster, kwargs
+        # Lazy: Dask takes about 0.4 s to import, and only the distributed strategy needs it.
         import distributed
 
         kwargs["n_workers"] = self.worker_count()
         kwargs["processes"] = True
         return distributed.LocalCluster, kwargs
+
+
+def dask_settings(config: NodegraphConfig) -> DaskSettings:
+    """The distributed strategy's cluster settings from ``execution.*``."""
+    execution = config.execution
+    return DaskSettings(
+        address=execution.dask_address,
+        workers=execution.max_workers,
+        threads_per_worker=execution.threads_per_worker,
+        memory_limit=execution.worker_memory_limit,
+        resources=dict(execution.worker_resources),
+        gpus=execution.gpus,
+        spill_fraction=config.resource_management.offload_threshold,
+    )
 
 
 def task_runner_for(
@@ -129,6 +149,7 @@ def task_runner_for(
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if strategy == "distributed":
+        # Lazy: Dask takes about 0.4 s to import, and only the distributed strategy needs it.
         from integration.prefect.dask import NodegraphDaskTaskRunner
 
         dask = dask or DaskSettings(workers=max_workers)
@@ -143,8 +164,6 @@ def task_runner_for(
             packs=packs,
         )
     if strategy == "parallel" and processes:
-        from integration.prefect.process_pool import WarmProcessPoolTaskRunner
-
         return WarmProcessPoolTaskRunner(max_workers=max_workers)
     if strategy == "sequential":
         # Nodes are called directly, so the runner only serves stray submits.

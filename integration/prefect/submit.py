@@ -29,6 +29,7 @@ from typing import Any
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelling
 
@@ -37,6 +38,8 @@ from integration.errors import NodegraphError
 from integration.graph.model import Graph
 from integration.graph.registry import NodeRegistry
 from integration.graph.validate import resolve_inputs
+from integration.prefect.deploy import graph_parameter, read_graph
+from integration.prefect.flow import RunSession, prepare, run_plan
 from integration.prefect.monitor import (
     LABEL_CACHED,
     LABEL_DONE,
@@ -156,19 +159,24 @@ def submit(
         return _submit_to_deployment(deployment, graph, inputs, outputs, strategy)
     if graph is None:
         raise ValueError("submit needs a graph, or a deployment to run")
-    from integration.prefect.deploy import read_graph
-    from integration.prefect.flow import _call, _configured_flow, _Session, prepare
-
     config = config or load_config()
     plan = prepare(read_graph(graph), outputs, registry, config)
     values = resolve_inputs(plan.graph, inputs or {})
-    flow = _configured_flow(plan, config, strategy, processes, max_workers, cache)
-    session = _Session()
+    session = RunSession()
     holder: list[_Background] = []
 
     def body() -> None:
         try:
-            holder[0].result = _call(flow, plan, values, None, session=session)
+            holder[0].result = run_plan(
+                plan,
+                values,
+                config,
+                strategy=strategy,
+                processes=processes,
+                max_workers=max_workers,
+                cache=cache,
+                session=session,
+            )
         except BaseException as exc:  # handed to whoever asks for the result
             holder[0].error = exc
         finally:
@@ -198,10 +206,6 @@ def _submit_to_deployment(
     outputs: Sequence[str] | None,
     strategy: str | None,
 ) -> RunHandle:
-    from prefect.deployments import run_deployment
-
-    from integration.prefect.deploy import graph_parameter
-
     if graph is not None:
         parameters: dict[str, Any] = {"graph": graph_parameter(graph)}
         if inputs:

@@ -25,6 +25,7 @@ from typing import Any
 
 import cloudpickle
 from prefect import tags
+from prefect._internal.result_records import ResultRecordMetadata
 from prefect.context import (
     FlowRunContext,
     SettingsContext,
@@ -34,7 +35,10 @@ from prefect.context import (
     _deployment_parameters,
     serialize_context,
 )
+from prefect.flows import Flow
+from prefect.logging.configuration import ensure_logging_setup
 from prefect.task_engine import run_task_sync
+from prefect.tasks import Task
 
 _CONTEXT_CACHE = 16
 _contexts: OrderedDict[str, _Hydrated] = OrderedDict()
@@ -136,11 +140,6 @@ def _prepare_models() -> None:
     global _models_ready
     if _models_ready:
         return
-    from prefect._internal.result_records import ResultRecordMetadata
-    from prefect.flows import Flow
-    from prefect.logging.configuration import ensure_logging_setup
-    from prefect.tasks import Task
-
     names = {"Flow": Flow, "Task": Task, "ResultRecordMetadata": ResultRecordMetadata}
     FlowRunContext.model_rebuild(_types_namespace=names)
     TaskRunContext.model_rebuild(_types_namespace=names)

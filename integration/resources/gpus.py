@@ -75,6 +75,7 @@ def discover_gpus() -> list[GpuInfo]:
 
 def _nvml() -> Any:
     try:
+        # Lazy and optional: nvidia-ml-py comes with the gpu extra.
         import pynvml
     except ImportError:
         return None

@@ -90,6 +90,7 @@ def process_rss_mb() -> float:
             resident_pages = int(handle.read().split()[1])
         return resident_pages * os.sysconf("SC_PAGE_SIZE") / 1e6
     except (OSError, ValueError, IndexError):
+        # Lazy: a POSIX-only module, for systems without /proc.
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3

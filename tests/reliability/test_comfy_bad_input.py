@@ -14,6 +14,7 @@ from integration.comfy.shapes import MAX_NODES, MAX_SUBGRAPH_DEPTH
 from integration.comfy.validate import check_workflow, validate_prompt
 from integration.graph.limits import MAX_DEPTH
 from integration.graph.validate import GraphValidationError
+from tests.conftest import COMFY_TEST_PACK
 from tests.reliability.support import FIXTURES, assert_no_traceback, cli, within_budget
 
 CORPUS = FIXTURES / "fuzz" / "comfy"
@@ -211,7 +212,7 @@ def test_3000_outputs_linked_through_slots_they_lack_are_each_reported_once(regi
     ],
 )
 def test_the_cli_reports_broken_files_without_a_traceback(command, name, expected):
-    done = cli(*command.format(CORPUS / f"{name}.json").split())
+    done = cli(*command.format(CORPUS / f"{name}.json").split(), "--nodes", str(COMFY_TEST_PACK))
     assert done.returncode == 1, done.stderr
     assert_no_traceback(done.stdout, done.stderr)
     assert expected in done.stdout + done.stderr
