@@ -9,7 +9,11 @@ from typing import Any
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from integration.graph import NodeRegistry, NodeType
+from integration.graph.ports import InputPort, OutputPort
+
 FAN_WIDTH = 198
+FAN_PACK = "benchfan"
 
 
 def chain_doc(n: int, node_type: str = "bench.inc") -> dict[str, Any]:
@@ -25,14 +29,41 @@ def chain_doc(n: int, node_type: str = "bench.inc") -> dict[str, Any]:
     }
 
 
-def fan_doc() -> dict[str, Any]:
-    """source -> 198 branches -> gather: 200 nodes."""
+def fan_doc(n: int = FAN_WIDTH + 2) -> dict[str, Any]:
+    """source -> ``n - 2`` branches -> one sink summing them: ``n`` nodes (200 by
+    default). Sinks wider than ``bench.gather`` are ``benchfan.gather<width>``: register
+    them with ``register_fan_sink``."""
+    width = n - 2
+    sink = "bench.gather" if width == FAN_WIDTH else f"{FAN_PACK}.gather{width}"
     nodes = [{"id": "source", "type": "bench.inc", "params": {"x": 0}}]
-    nodes += [{"id": f"b{i:03d}", "type": "bench.inc"} for i in range(FAN_WIDTH)]
-    nodes.append({"id": "sink", "type": "bench.gather"})
-    edges = [{"from": "source.out", "to": f"b{i:03d}.x"} for i in range(FAN_WIDTH)]
-    edges += [{"from": f"b{i:03d}.out", "to": f"sink.x{i}"} for i in range(FAN_WIDTH)]
-    return {"name": "fan-200", "nodes": nodes, "edges": edges, "outputs": {"result": "sink.out"}}
+    nodes += [{"id": f"b{i:05d}", "type": "bench.inc"} for i in range(width)]
+    nodes.append({"id": "sink", "type": sink})
+    edges = [{"from": "source.out", "to": f"b{i:05d}.x"} for i in range(width)]
+    edges += [{"from": f"b{i:05d}.out", "to": f"sink.x{i}"} for i in range(width)]
+    return {"name": f"fan-{n}", "nodes": nodes, "edges": edges, "outputs": {"result": "sink.out"}}
+
+
+def register_fan_sink(registry: NodeRegistry, n: int) -> None:
+    """Register the sink ``fan_doc(n)`` needs, unless it is ``bench.gather``."""
+    width = n - 2
+    if width != FAN_WIDTH and f"{FAN_PACK}.gather{width}" not in registry:
+        registry.register(gather_type(width), pack=FAN_PACK)
+
+
+def gather_type(width: int) -> NodeType:
+    """A node type summing ``width`` integer inputs ``x0``...``x{width-1}``."""
+
+    def gather(**values: int) -> int:
+        return sum(values.values())
+
+    return NodeType(
+        gather,
+        name=f"gather{width}",
+        inputs={f"x{i}": InputPort(f"x{i}", "int") for i in range(width)},
+        outputs={"out": OutputPort("out", "int")},
+        output_mode="single",
+        description=f"The sum of {width} inputs.",
+    )
 
 
 def layered_dag_doc(n: int, width: int = 50, fan_in: int = 2, seed: int = 7) -> dict[str, Any]:
@@ -67,7 +98,7 @@ def layered_dag_doc(n: int, width: int = 50, fan_in: int = 2, seed: int = 7) -> 
 class RawFlows:
     """Hand-written Prefect flows, one ``@task`` call per node, futures passed along."""
 
-    def __init__(self, tagged: bool) -> None:
+    def __init__(self, tagged: bool, width: int = FAN_WIDTH) -> None:
         tags = {"bench.inc"} if tagged else set()
         inc = task(_inc, name="inc", tags=tags)
         gather = task(_gather, name="gather", tags={"bench.gather"} if tagged else set())
@@ -93,14 +124,14 @@ class RawFlows:
         def fan_sequential() -> tuple[int, float]:
             start = time.perf_counter()
             source = inc(0)
-            total = gather([inc(source) for _ in range(FAN_WIDTH)])
+            total = gather([inc(source) for _ in range(width)])
             return total, time.perf_counter() - start
 
         @flow(name=f"raw-fan-parallel{suffix}", task_runner=ThreadPoolTaskRunner())
         def fan_parallel() -> tuple[int, float]:
             start = time.perf_counter()
             source = inc.submit(0)
-            branches = [inc.submit(source) for _ in range(FAN_WIDTH)]
+            branches = [inc.submit(source) for _ in range(width)]
             return gather.submit(branches).result(), time.perf_counter() - start
 
         self.chain_sequential = chain_sequential

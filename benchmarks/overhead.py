@@ -1,10 +1,12 @@
 """nodegraph's overhead against hand-written raw Prefect, on trivial nodes.
 
-    python benchmarks/overhead.py [--repeat 5]
+    python benchmarks/overhead.py [--repeat 5] [--nodes 200]
 
-Shapes: a 200-node chain and a 200-node fan-out/fan-in. Strategies: sequential (direct
+Shapes: a chain and a fan-out/fan-in of ``--nodes`` nodes each (200 by default; at
+10,000 one task per node takes minutes a run). Strategies: sequential (direct
 task calls) and parallel (ThreadPoolTaskRunner). Both sides run in this one process
-against the same Prefect API. For each cell it reports the median of:
+against the same Prefect API. For each cell it reports the median of (in seconds, and
+in µs per node for the flow):
 
 - ``flow``: the whole flow call, as a user waits for it;
 - ``body``: the flow body alone (submitting and running the tasks), the part the
@@ -120,23 +122,24 @@ def nodegraph_runner(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--nodes", type=int, default=200, help="chain length")
+    parser.add_argument("--nodes", type=int, default=200, help="nodes in each graph")
     parser.add_argument("--variant", choices=["tagged", "untagged", "both"], default="both")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
     logging.getLogger("prefect").setLevel(logging.WARNING)
 
     registry = NodeRegistry.default(extra_paths=[HERE / "nodes"])
-    chain, fan = graphs.chain_doc(args.nodes), graphs.fan_doc()
+    graphs.register_fan_sink(registry, args.nodes)
+    chain, fan = graphs.chain_doc(args.nodes), graphs.fan_doc(args.nodes)
     variants = ["tagged", "untagged"] if args.variant == "both" else [args.variant]
     rows = []
     header = (
         f"{'variant':9} {'shape':6} {'strategy':10} {'raw flow':>9} {'ng flow':>9} {'ratio':>6}"
     )
-    print(header + f" {'raw body':>9} {'ng body':>9} {'ratio':>6}")
+    print(header + f" {'raw body':>9} {'ng body':>9} {'ratio':>6} {'raw µs/n':>9} {'ng µs/n':>9}")
     for variant in variants:
         tagged = variant == "tagged"
-        raw = graphs.RawFlows(tagged=tagged)
+        raw = graphs.RawFlows(tagged=tagged, width=args.nodes - 2)
         config = NodegraphConfig(execution=ExecutionConfig(tag_node_types=tagged, fusion="off"))
         cases = [
             ("chain", "sequential", chain, raw_runner(raw.chain_sequential, args.nodes)),
@@ -167,7 +170,8 @@ def main() -> None:
                 f"{variant:9} {shape:6} {strategy:10} {row['raw_flow_s']:9.3f} "
                 f"{row['nodegraph_flow_s']:9.3f} {row['flow_ratio']:6.2f} "
                 f"{row['raw_body_s']:9.3f} {row['nodegraph_body_s']:9.3f} "
-                f"{row['body_ratio']:6.2f}",
+                f"{row['body_ratio']:6.2f} {row['raw_flow_s'] / tasks * 1e6:9.0f} "
+                f"{row['nodegraph_flow_s'] / tasks * 1e6:9.0f}",
                 flush=True,
             )
     if args.json:

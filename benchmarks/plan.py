@@ -1,12 +1,13 @@
 """Load, validate and plan generated graphs of 1,000 and 10,000 nodes.
 
-    python benchmarks/plan.py [--repeat 5]
+    python benchmarks/plan.py [--repeat 5] [--nodes 1000 10000]
 
 Shapes: a chain, and a layered random DAG (50 nodes a layer, two inputs a node). Each
 stage is timed from JSON text: ``load`` (parse + pydantic), ``bind`` (registry lookup,
 port and type checks, Kahn's order) and ``plan`` (output selection and levels). The
-best of ``--repeat`` runs is reported. Target: load + bind + plan <= 0.5 s at 10,000
-nodes. Nothing here recurses, so the chains cannot hit Python's recursion limit.
+best of ``--repeat`` runs is reported, in seconds and in µs per node. Target: load +
+bind + plan <= 0.5 s at 10,000 nodes. ``--nodes`` (or ``--sizes``) takes the sizes.
+Nothing here recurses, so the chains cannot hit Python's recursion limit.
 """
 
 from __future__ import annotations
@@ -42,13 +43,18 @@ def stages(text: str, registry: NodeRegistry) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000])
+    parser.add_argument(
+        "--nodes", "--sizes", dest="sizes", type=int, nargs="+", default=[1_000, 10_000]
+    )
     args = parser.parse_args()
 
     start = time.perf_counter()
     registry = NodeRegistry.default(extra_paths=[HERE / "nodes"])
     print(f"registry: {len(registry)} node types loaded in {time.perf_counter() - start:.3f} s")
-    print(f"{'shape':6} {'nodes':>6} {'load s':>8} {'bind s':>8} {'plan s':>8} {'total s':>8}")
+    print(
+        f"{'shape':6} {'nodes':>6} {'load s':>8} {'bind s':>8} {'plan s':>8} {'total s':>8}"
+        f" {'load µs':>8} {'bind µs':>8} {'plan µs':>8} {'total µs':>9} (per node)"
+    )
     rows: list[dict[str, Any]] = []
     for size in args.sizes:
         docs = {"chain": graphs.chain_doc(size), "dag": graphs.layered_dag_doc(size)}
@@ -57,9 +63,11 @@ def main() -> None:
             runs = [stages(text, registry) for _ in range(args.repeat)]
             best = min(runs, key=lambda r: r["total_s"])
             rows.append({"shape": shape, "nodes": size, **best})
+            per_node = [best[k] / size * 1e6 for k in ("load_s", "bind_s", "plan_s", "total_s")]
             print(
                 f"{shape:6} {size:6} {best['load_s']:8.3f} {best['bind_s']:8.3f} "
-                f"{best['plan_s']:8.3f} {best['total_s']:8.3f}",
+                f"{best['plan_s']:8.3f} {best['total_s']:8.3f} {per_node[0]:8.1f} "
+                f"{per_node[1]:8.1f} {per_node[2]:8.1f} {per_node[3]:9.1f}",
                 flush=True,
             )
     worst = max(r["total_s"] for r in rows if r["nodes"] == max(args.sizes))

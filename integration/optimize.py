@@ -15,8 +15,11 @@ events and errors stay its own):
 - ``fuse_nodes``: connected runs of cheap, policy-compatible nodes become a
   ``Segment``, one task whose nodes run inline. On parallel strategies a segment is a
   chain (each node the only consumer of the one before it), so fusion never serialises
-  branches that could run side by side; on the sequential strategy, where nothing runs
-  side by side, it is any run of consecutive nodes in execution order.
+  branches that could run side by side; the cheap nodes of one plan level that no
+  chain took (a fan's branches) are then split into at most ``workers`` level
+  segments, so a wide level costs a task per worker, not per node, and keeps its
+  parallelism. On the sequential strategy, where nothing runs side by side, a segment
+  is any run of consecutive nodes in execution order.
 - ``batch_similar_operations``: nodes of a batchable type with equal params, at the
   same level (so independent of each other), become one call of up to ``max_batch``.
 - ``parallelize_branches``: the critical path and the width of every level, for
@@ -60,12 +63,15 @@ NAME_SHOWN = 3
 class Segment:
     """Nodes that run as one Prefect task, in this order.
 
-    ``kind`` is ``chain`` (fused: each node runs inline after the one before it) or
-    ``batch`` (one call of the type's batch function over every node's inputs).
+    ``kind`` is ``chain`` (fused: each node runs inline after the one before it),
+    ``level`` (fused too: independent nodes of one plan level, run inline one after
+    another) or ``batch`` (one call of the type's batch function over every node's
+    inputs). ``reason`` says why the nodes share a task, for ``nodegraph plan``.
     """
 
     nodes: tuple[str, ...]
     kind: str = "chain"
+    reason: str = field(default="", compare=False)
 
     @property
     def head(self) -> str:
@@ -102,6 +108,8 @@ class FusionDecision:
     fusible: bool
     reason: str
     compat: Any = None
+    median_ms: float | None = None
+    """The recorded median duration the decision rests on, if it rests on one."""
 
 
 def _params(node: BoundNode) -> dict[str, Any]:
@@ -198,13 +206,19 @@ class ExecutionOptimizer:
         policies: Mapping[str, ErrorPolicy] | None = None,
         durations: NodeDurations | None = None,
         batching: bool = True,
+        workers: int | None = None,
     ) -> None:
+        if workers is not None and workers < 1:
+            raise ValueError(f"ExecutionOptimizer: workers must be at least 1, not {workers}")
         self.plan = plan
         self.mode = mode
         self.max_node_ms = max_node_ms
         self.policies = policies or {}
         self.durations = durations
         self.batching = batching
+        # How many units of one level may run side by side: wide levels are split into
+        # this many segments (the parallel strategy's pool size, CPUs by default).
+        self.workers = workers or os.cpu_count() or 1
         self.decisions = {n: self._decide(plan.steps[n].node) for n in plan.order}
         self._batch_keys: dict[str, Any] = {}
 
@@ -240,35 +254,56 @@ class ExecutionOptimizer:
             return FusionDecision(False, "no recorded duration yet")
         if median >= self.max_node_ms:
             return FusionDecision(False, f"median {median:.2f} ms >= {self.max_node_ms:g} ms")
-        return FusionDecision(True, f"median {median:.3f} ms", compat)
+        return FusionDecision(True, f"median {median:.3f} ms", compat, median)
 
     def fusible(self, node_id: str) -> bool:
         return self.decisions[node_id].fusible
 
-    def fuse_nodes(self, executing: Sequence[str], chains_only: bool) -> list[Segment]:
+    def fuse_nodes(
+        self, executing: Sequence[str], chains_only: bool, workers: int | None = None
+    ) -> list[Segment]:
         """Segments (two nodes or more) among ``executing`` (in execution order).
 
         ``chains_only`` (parallel strategies): a node joins the one before it only if
-        each is the other's only running neighbour on that side. Otherwise (sequential)
-        any run of consecutive fusible, compatible nodes is one segment.
+        each is the other's only running neighbour on that side; the fusible nodes of
+        one level that no chain took are then split into at most ``workers`` (the
+        optimizer's by default) level segments of compatible nodes. Otherwise
+        (sequential) any run of consecutive fusible, compatible nodes is one segment.
+
+        No two units wait on each other: a unit's inputs from other units enter at a
+        chain's head, or at a level segment's members, whose producers all sit at lower
+        levels, so every unit's producers finish before it starts.
         """
         if self.mode == "off":
             return []
+        if not chains_only:
+            return self._consecutive_runs(executing)
+        chains = self._chains(executing)
+        taken = {n for chain in chains for n in chain.nodes}
+        loose = [n for n in executing if n not in taken and self.decisions[n].fusible]
+        return chains + self._level_segments(loose, workers or self.workers)
+
+    def _consecutive_runs(self, executing: Sequence[str]) -> list[Segment]:
         decisions = self.decisions
         segments: list[Segment] = []
-        if not chains_only:
-            run: list[str] = []
-            for node_id in executing:
-                decision = decisions[node_id]
-                if run and (not decision.fusible or decision.compat != decisions[run[0]].compat):
-                    if len(run) > 1:
-                        segments.append(Segment(tuple(run)))
-                    run = []
-                if decision.fusible:
-                    run.append(node_id)
+        run: list[str] = []
+
+        def close() -> None:
             if len(run) > 1:
-                segments.append(Segment(tuple(run)))
-            return segments
+                segments.append(Segment(tuple(run), reason=_shared_reason(run, decisions)))
+
+        for node_id in executing:
+            decision = decisions[node_id]
+            if run and (not decision.fusible or decision.compat != decisions[run[0]].compat):
+                close()
+                run = []
+            if decision.fusible:
+                run.append(node_id)
+        close()
+        return segments
+
+    def _chains(self, executing: Sequence[str]) -> list[Segment]:
+        decisions = self.decisions
         running = set(executing)
         steps = self.plan.steps
         producers = {n: [u for u in steps[n].upstream if u in running] for n in executing}
@@ -284,6 +319,7 @@ class ExecutionOptimizer:
                 and decisions[previous].compat == decisions[node_id].compat
             )
 
+        segments: list[Segment] = []
         for node_id in executing:
             if joins_previous(node_id):
                 continue  # inside a chain that starts earlier
@@ -294,7 +330,32 @@ class ExecutionOptimizer:
                     break
                 chain.append(following)
             if len(chain) > 1:
-                segments.append(Segment(tuple(chain)))
+                reason = "a chain: " + _shared_reason(chain, decisions)
+                segments.append(Segment(tuple(chain), reason=reason))
+        return segments
+
+    def _level_segments(self, loose: Sequence[str], workers: int) -> list[Segment]:
+        """Fusible nodes of one level and compat, in order, cut into at most ``workers``
+        segments of nearly equal size (a level's nodes never depend on each other)."""
+        groups: dict[tuple[int, Any], list[str]] = {}
+        for node_id in loose:
+            key = (self.plan.steps[node_id].level, self.decisions[node_id].compat)
+            groups.setdefault(key, []).append(node_id)
+        segments: list[Segment] = []
+        for (level, _), members in groups.items():
+            parts = min(workers, len(members) // 2)
+            if parts == 0:
+                continue
+            reason = (
+                f"level {level}: {len(members)} independent nodes in {parts} task(s) "
+                f"for {workers} worker(s); " + _shared_reason(members, self.decisions)
+            )
+            size, extra = divmod(len(members), parts)
+            start = 0
+            for part in range(parts):
+                end = start + size + (part < extra)
+                segments.append(Segment(tuple(members[start:end]), "level", reason))
+                start = end
         return segments
 
     # -- batching -------------------------------------------------------------------
@@ -341,7 +402,8 @@ class ExecutionOptimizer:
             for start in range(0, len(members), size):
                 chunk = members[start : start + size]
                 if len(chunk) > 1:
-                    batches.append(Segment(tuple(chunk), kind="batch"))
+                    reason = f"same batchable type, params and level (up to {size} a call)"
+                    batches.append(Segment(tuple(chunk), kind="batch", reason=reason))
         return batches
 
     # -- branches -------------------------------------------------------------------
@@ -381,6 +443,24 @@ class ExecutionOptimizer:
         )
 
 
+def _shared_reason(nodes: Sequence[str], decisions: Mapping[str, FusionDecision]) -> str:
+    """Why fusible nodes may share a task: their decisions' reasons, most common first
+    (``declared cheap``, ``aggressive``), and the range of recorded medians."""
+    counts: dict[str, int] = {}
+    medians: list[float] = []
+    for node_id in nodes:
+        decision = decisions[node_id]
+        if decision.median_ms is not None:
+            medians.append(decision.median_ms)
+        else:
+            counts[decision.reason] = counts.get(decision.reason, 0) + 1
+    parts = sorted(counts, key=lambda reason: -counts[reason])
+    if medians:
+        low, high = min(medians), max(medians)
+        parts.append(f"median {low:.3f} ms" if low == high else f"medians {low:.3f}-{high:.3f} ms")
+    return ", ".join(parts)
+
+
 def effective_policy(node: BoundNode, default: ErrorPolicy) -> ErrorPolicy:
     """A node's policy as it applies: its own (over its type's) over the default."""
     return (node.policy or ErrorPolicy()).merged_over(default)
@@ -405,10 +485,11 @@ def optimizer_for(
     durations: NodeDurations | None,
     caching: CachingConfig | None,
     policies: Mapping[str, ErrorPolicy] | None = None,
+    workers: int | None = None,
 ) -> ExecutionOptimizer:
     """The plan's optimizer as configured: nodes judged by their effective policies
     (``policies``, computed from ``default_policy`` if not given) and their recorded
-    ``durations``."""
+    ``durations``; wide levels split for ``workers`` (CPUs by default)."""
     return ExecutionOptimizer(
         plan,
         mode=fusion.mode,
@@ -416,6 +497,7 @@ def optimizer_for(
         policies=policies if policies is not None else effective_policies(plan, default_policy),
         durations=durations,
         batching=fusion.batching,
+        workers=workers,
     )
 
 
@@ -446,31 +528,42 @@ class Units:
 
 
 def optimization_report(optimizer: ExecutionOptimizer, strategy: str) -> dict[str, Any]:
-    """What ``nodegraph plan`` shows of the optimizer, as if nothing were cached: the
-    segments, the batches, why other nodes keep their own task, and the branches."""
+    """What ``nodegraph plan`` shows of the optimizer, as if nothing were cached: every
+    unit (a fused chain or level, a batch, a node alone) with why it was formed or why
+    its node runs alone, the same grouped by kind, and the branches."""
     plan = optimizer.plan
     segments = optimizer.fuse_nodes(plan.order, chains_only=strategy != "sequential")
     batches = [
         batch for level in plan.levels for batch in optimizer.batch_similar_operations(level)
     ]
-    fused = {n for segment in segments for n in segment.nodes}
-    batched = {n for batch in batches for n in batch.nodes}
+    shared = Units.of([*segments, *batches])
     own_task: dict[str, list[str]] = {}
+    units: list[dict[str, Any]] = []
     for node_id in plan.order:
-        if node_id not in fused and node_id not in batched:
-            decision = optimizer.decisions[node_id]
-            reason = "no fusible neighbour" if decision.fusible else decision.reason
-            own_task.setdefault(reason, []).append(node_id)
+        segment = shared.unit_of.get(node_id)
+        if segment is not None:
+            if segment.head == node_id:
+                units.append(_unit(segment.name, segment.kind, segment.nodes, segment.reason))
+            continue
+        decision = optimizer.decisions[node_id]
+        reason = "no fusible neighbour" if decision.fusible else decision.reason
+        own_task.setdefault(reason, []).append(node_id)
+        units.append(_unit(node_id, "node", (node_id,), reason))
     branches = optimizer.parallelize_branches()
-    tasks = len(plan.order) - len(fused) - len(batched) + len(segments) + len(batches)
     return {
         "fusion": optimizer.mode,
         "strategy": strategy,
-        "tasks": tasks,
-        "segments": [{"name": s.name, "nodes": list(s.nodes)} for s in segments],
-        "batches": [{"name": b.name, "nodes": list(b.nodes)} for b in batches],
+        "workers": optimizer.workers,
+        "tasks": len(units),
+        "units": units,
+        "segments": [_unit(s.name, s.kind, s.nodes, s.reason) for s in segments],
+        "batches": [_unit(b.name, b.kind, b.nodes, b.reason) for b in batches],
         "own_task": own_task,
         "parallelism": branches.widths,
         "critical_path": branches.critical_path,
         "critical_path_ms": branches.critical_path_ms,
     }
+
+
+def _unit(name: str, kind: str, nodes: Sequence[str], reason: str) -> dict[str, Any]:
+    return {"name": name, "kind": kind, "nodes": list(nodes), "reason": reason}

@@ -29,7 +29,7 @@ import pickle
 import socket
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,12 @@ def runs_folder(cache_root: Path) -> Path:
     return Path(cache_root) / RUNS_FOLDER
 
 
+def _fields(record: RunRecord) -> dict[str, Any]:
+    # Not dataclasses.asdict: it deep-copies the graph document and the node states,
+    # which costs seconds on a 10,000-node run; json.dumps reads them as they are.
+    return {f.name: getattr(record, f.name) for f in fields(record)}
+
+
 def save_record(folder: Path, record: RunRecord, active: bool = False) -> bool:
     """Write ``record``; with ``active``, mark it running, otherwise clear the mark.
 
@@ -178,7 +184,7 @@ def save_record(folder: Path, record: RunRecord, active: bool = False) -> bool:
     temporary = path.with_suffix(f".{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(json.dumps(asdict(record), default=repr))
+        temporary.write_text(json.dumps(_fields(record), default=repr))
         temporary.replace(path)
         written = True
     except Exception as exc:  # a record must never fail the run it records

@@ -105,6 +105,27 @@ def test_progress_bar_counts_nodes():
     assert "3/3" in buffer.getvalue()
 
 
+def test_a_large_run_summary_lists_only_what_did_not_complete():
+    from integration.cli import render
+    from integration.result import RunResult
+
+    nodes = {
+        f"n{i}": NodeReport(f"n{i}", "core.add", NodeState.COMPLETED, 1e-5) for i in range(150)
+    }
+    nodes["n7"] = NodeReport("n7", "core.add", NodeState.CACHED, cache_tier="disk")
+    nodes["n9"] = NodeReport("n9", "core.divide", NodeState.UPSTREAM_FAILED, reason="upstream")
+    buffer = io.StringIO()
+    render.run_summary(Console(file=buffer, width=120), RunResult("big", "failed", {}, nodes))
+    text = " ".join(buffer.getvalue().split())  # the caption wraps at the table's width
+    assert re.search(r"\bn9\b", text) and not re.search(r"\bn(7|8|10)\b", text)
+    assert "1 of 150 nodes shown; all: 148 completed, 1 cached, 1 upstream_failed" in text
+    done = {n: r for n, r in nodes.items() if r.state == NodeState.COMPLETED}
+    buffer = io.StringIO()
+    render.run_summary(Console(file=buffer, width=120), RunResult("big", "completed", {}, done))
+    assert "0 of 148 nodes shown; all: 148 completed" in buffer.getvalue()
+    assert "┃ node" not in buffer.getvalue()  # no empty table
+
+
 def nodegraph(*args, env=None):
     command = [str(Path(sys.executable).parent / "nodegraph"), *map(str, args)]
     return subprocess.run(
@@ -170,7 +191,7 @@ def test_run_invalid_graph_exits_one_without_traceback(prefect_server):
 
 @pytest.mark.integration
 def test_run_announces_the_temporary_server(prefect_server, monkeypatch):
-    monkeypatch.setattr(cli, "_api_configured", lambda: False)
+    monkeypatch.setattr(cli, "api_configured", lambda: False)
     result = invoke("run", HELLO, "--json")
     assert result.exit_code == 0, result.output
     assert "starting Prefect's temporary local server" in result.stderr

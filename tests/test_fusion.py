@@ -24,6 +24,7 @@ from integration.optimize import (
     ExecutionOptimizer,
     NodeDurations,
     Segment,
+    Units,
     node_signature,
     optimization_report,
 )
@@ -66,22 +67,26 @@ def optimizer(doc, registry, **kwargs) -> ExecutionOptimizer:
 # -- planning ---------------------------------------------------------------------------
 
 
-def test_parallel_strategies_fuse_chains_never_levels(registry):
+def test_parallel_strategies_fuse_chains_and_keep_branches_apart(registry):
     found = optimizer(diamond(), registry, mode="auto")
     segments = found.fuse_nodes(found.plan.order, chains_only=True)
     # top has two consumers, so it ends its chain; the branches stay side by side.
     assert sorted(s.nodes for s in segments) == [("a1", "a2"), ("b1", "b2")]
-    # core.add has no declared cost and no history: it keeps its own task in auto mode.
-    assert not found.fusible("join")
-    assert found.decisions["join"].reason == "no recorded duration yet"
+    assert {s.kind for s in segments} == {"chain"}
+    assert segments[0].reason == "a chain: declared cheap"
+    # core.add is declared cheap, but alone on its level: nothing to share a task with.
+    assert found.fusible("join") and found.decisions["join"].reason == "declared cheap"
 
 
 def test_sequential_fuses_runs_of_consecutive_nodes(registry):
-    found = optimizer(diamond(), registry, mode="auto")
+    doc = diamond()
+    doc["nodes"][-1]["on_error"] = {"retry": {"attempts": 1}}
+    found = optimizer(doc, registry, mode="auto")
     segments = found.fuse_nodes(found.plan.order, chains_only=False)
     # Nothing runs side by side here, so any run of consecutive fusible nodes is one.
     assert found.plan.order[-1] == "join"
     assert [s.nodes for s in segments] == [tuple(found.plan.order[:-1])]
+    assert found.decisions["join"].reason == "has retries"
 
 
 def test_policies_and_resources_keep_a_task_of_their_own(registry):
@@ -117,10 +122,10 @@ def test_different_resources_do_not_share_a_task(registry):
 
 
 def test_auto_mode_reads_recorded_medians(registry, tmp_path):
-    doc = chain(3, node_type="core.add", b=1)
-    doc["nodes"][0]["params"]["a"] = 0
+    doc = chain(3, node_type="testpack.counted", log="unused", offset=1)
+    doc["nodes"][0]["params"]["value"] = 0
     for i in range(1, 3):
-        doc["edges"][i - 1]["to"] = f"c{i}.a"
+        doc["edges"][i - 1]["to"] = f"c{i}.value"
     plan = make_plan(bind(load_graph(doc), registry))
     durations = NodeDurations(tmp_path)
     signature = node_signature(plan.steps["c1"].node)
@@ -131,7 +136,9 @@ def test_auto_mode_reads_recorded_medians(registry, tmp_path):
     assert fresh.median_ms(signature) == pytest.approx(0.6)
     found = ExecutionOptimizer(plan, mode="auto", max_node_ms=2.0, durations=fresh)
     assert found.decisions["c0"].reason == "median 50.00 ms >= 2 ms"
-    assert [s.nodes for s in found.fuse_nodes(plan.order, chains_only=True)] == [("c1", "c2")]
+    segments = found.fuse_nodes(plan.order, chains_only=True)
+    assert [s.nodes for s in segments] == [("c1", "c2")]
+    assert segments[0].reason == "a chain: median 0.600 ms"
     assert ExecutionOptimizer(plan, mode="off", durations=fresh).fuse_nodes(plan.order, True) == []
 
 
@@ -141,6 +148,130 @@ def test_duration_history_survives_a_corrupt_file(tmp_path):
     assert durations.median_ms("x") is None
     durations.record([("x", 0.001)])
     assert json.loads((tmp_path / ".durations.json").read_text()) == {"x": [0.001]}
+
+
+def fan(width: int) -> dict[str, Any]:
+    """A source feeding ``width`` cheap branches (``b{i}`` adds i), summed pairwise by
+    ``core.add``."""
+    nodes = [{"id": "source", "type": "testpack.cheap_inc", "params": {"x": 0}}]
+    edges = []
+    layer = []
+    for i in range(width):
+        nodes.append({"id": f"b{i:02d}", "type": "testpack.cheap_inc", "params": {"by": i}})
+        edges.append({"from": "source.out", "to": f"b{i:02d}.x"})
+        layer.append(f"b{i:02d}")
+    while len(layer) > 1:
+        joined = []
+        for left, right in zip(layer[::2], layer[1::2], strict=False):
+            node_id = f"s{len(nodes)}"
+            nodes.append({"id": node_id, "type": "core.add"})
+            edges.append({"from": f"{left}.out", "to": f"{node_id}.a"})
+            edges.append({"from": f"{right}.out", "to": f"{node_id}.b"})
+            joined.append(node_id)
+        layer = joined + layer[len(joined) * 2 :]
+    return {
+        "name": f"fan-{width}",
+        "nodes": nodes,
+        "edges": edges,
+        "outputs": {"sum": f"{layer[0]}.out"},
+    }
+
+
+def assert_schedulable(plan, segments: list[Segment]) -> None:
+    """What the scheduler relies on: every node in at most one segment, a segment's
+    nodes in execution order, and no two units waiting on each other."""
+    units = Units.of(segments)
+    assert len(units.unit_of) == sum(len(s.nodes) for s in segments)
+    position = {n: i for i, n in enumerate(plan.order)}
+    for segment in segments:
+        assert list(segment.nodes) == sorted(segment.nodes, key=position.__getitem__)
+        for i, node_id in enumerate(segment.nodes):
+            inside = [u for u in plan.steps[node_id].upstream if units.head(u) == segment.head]
+            assert all(segment.nodes.index(u) < i for u in inside)
+    waits: dict[str, set[str]] = {units.head(n): set() for n in plan.order}
+    for n in plan.order:
+        waits[units.head(n)] |= {units.head(u) for u in plan.steps[n].upstream} - {units.head(n)}
+    done: set[str] = set()
+    while len(done) < len(waits):  # Kahn: each round some unit has all producers done
+        ready = {u for u, needs in waits.items() if u not in done and needs <= done}
+        assert ready, f"units wait on each other: {set(waits) - done}"
+        done |= ready
+
+
+def test_core_nodes_are_fused_on_a_first_run(registry):
+    doc = chain(5, node_type="core.add", b=1)
+    doc["nodes"][0]["params"]["a"] = 0
+    for i in range(1, 5):
+        doc["edges"][i - 1]["to"] = f"c{i}.a"
+    found = optimizer(doc, registry, mode="auto")  # no durations recorded
+    assert {d.reason for d in found.decisions.values()} == {"declared cheap"}
+    expected = [tuple(f"c{i}" for i in range(5))]
+    assert [s.nodes for s in found.fuse_nodes(found.plan.order, chains_only=True)] == expected
+    assert [s.nodes for s in found.fuse_nodes(found.plan.order, chains_only=False)] == expected
+    # Those whose params alone can make them slow, or that write a log, are left alone.
+    core = registry.get
+    assert [core(f"core.{n}").cost for n in ("power", "range", "format", "log")] == [None] * 4
+    assert core("core.upper").cost == core("core.json_parse").cost == "cheap"
+
+
+def test_parallel_strategies_split_a_wide_level_into_one_task_per_worker(registry):
+    found = optimizer(fan(10), registry, mode="auto", workers=3)
+    plan = found.plan
+    segments = found.fuse_nodes(plan.order, chains_only=True)
+    assert_schedulable(plan, segments)
+    by_level = {}
+    for segment in segments:
+        assert segment.kind == "level"
+        by_level.setdefault(plan.steps[segment.head].level, []).append(len(segment.nodes))
+    # 10 branches in 3 tasks; 5 sums in 2 (a task holds two nodes or more), 2 sums in
+    # one; the last two levels hold one sum each, which runs alone.
+    assert by_level == {1: [4, 3, 3], 2: [3, 2], 3: [2]}
+    assert segments[0].reason == (
+        "level 1: 10 independent nodes in 3 task(s) for 3 worker(s); declared cheap"
+    )
+    assert segments[0].name == "b00+b01+…+b03 (4 nodes)"
+    # The engine passes its pool size; one worker means one task per level.
+    single = found.fuse_nodes(plan.order, chains_only=True, workers=1)
+    assert [len(s.nodes) for s in single if plan.steps[s.head].level == 1] == [10]
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        ExecutionOptimizer(plan, workers=0)
+
+
+def test_level_segments_keep_units_acyclic_on_mixed_graphs(registry):
+    # Chains, fans, lone nodes that must keep their own task, resources and cached
+    # (pruned) nodes mixed in a layered random graph.
+    import random
+
+    rng = random.Random(17)
+    nodes, edges, previous = [], [], []
+    for layer in range(8):
+        current = []
+        for i in range(rng.randint(1, 6)):
+            node_id = f"l{layer}n{i}"
+            node = {"id": node_id, "type": "testpack.cheap_inc", "params": {"by": layer}}
+            if rng.random() < 0.15:
+                node["on_error"] = {"retry": {"attempts": 1}}
+            if rng.random() < 0.15:
+                node["resources"] = {"cpu_cores": 1}
+            if previous:
+                edges.append({"from": f"{rng.choice(previous)}.out", "to": f"{node_id}.x"})
+            nodes.append(node)
+            current.append(node_id)
+        previous = current if rng.random() < 0.7 else previous + current
+    outputs = {n["id"]: f"{n['id']}.out" for n in nodes}
+    doc = {"name": "mixed", "nodes": nodes, "edges": edges, "outputs": outputs}
+    found = optimizer(doc, registry, mode="auto")
+    order = found.plan.order
+    for workers in (1, 2, 5):
+        for executing in (order, order[len(order) // 3 :]):
+            segments = found.fuse_nodes(executing, chains_only=True, workers=workers)
+            assert {n for s in segments for n in s.nodes} <= set(executing)
+            assert_schedulable(found.plan, segments)
+            kinds = {s.kind for s in segments}
+            assert kinds <= {"chain", "level"}
+            for segment in segments:
+                compat = {found.decisions[n].compat for n in segment.nodes}
+                assert len(compat) == 1 and all(found.fusible(n) for n in segment.nodes)
 
 
 def test_segment_names_list_their_nodes_and_shorten_long_ones():
@@ -195,15 +326,32 @@ def test_fusion_config_takes_a_word_or_a_section(tmp_path):
         load_config(None, environ={"NODEGRAPH_EXECUTION__FUSION": "fast"})
 
 
-def test_plan_report_counts_tasks(registry):
-    report = optimization_report(optimizer(diamond(), registry, mode="auto"), "parallel")
+def test_plan_report_says_why_each_unit_was_formed(registry):
+    doc = diamond()
+    doc["nodes"][0]["on_error"] = {"retry": {"attempts": 2}}
+    report = optimization_report(optimizer(doc, registry, mode="auto"), "parallel")
     assert report["tasks"] == 4  # top, a1→a2, b1→b2, join
     assert [s["name"] for s in report["segments"]] == ["a1→a2", "b1→b2"]
-    assert report["own_task"] == {
-        "no fusible neighbour": ["top"],
-        "no recorded duration yet": ["join"],
-    }
+    assert report["own_task"] == {"has retries": ["top"], "no fusible neighbour": ["join"]}
+    assert report["units"] == [
+        {"name": "top", "kind": "node", "nodes": ["top"], "reason": "has retries"},
+        {
+            "name": "a1→a2",
+            "kind": "chain",
+            "nodes": ["a1", "a2"],
+            "reason": "a chain: declared cheap",
+        },
+        {
+            "name": "b1→b2",
+            "kind": "chain",
+            "nodes": ["b1", "b2"],
+            "reason": "a chain: declared cheap",
+        },
+        {"name": "join", "kind": "node", "nodes": ["join"], "reason": "no fusible neighbour"},
+    ]
     assert report["parallelism"] == [1, 2, 2, 1]
+    off = optimization_report(optimizer(doc, registry, mode="off"), "sequential")
+    assert {u["reason"] for u in off["units"]} == {"fusion is off"} and off["tasks"] == 6
 
 
 # -- runs -------------------------------------------------------------------------------
@@ -351,16 +499,16 @@ def test_every_fused_node_keeps_its_own_cache_entry(prefect_server, registry, tm
 
 
 @pytest.mark.integration
-def test_auto_fusion_learns_from_recorded_durations(prefect_server, registry):
-    doc = chain(4, node_type="core.add", b=1)
-    doc["nodes"][0]["params"]["a"] = 0
+def test_auto_fusion_learns_from_recorded_durations(prefect_server, registry, tmp_path):
+    doc = chain(4, node_type="testpack.counted", log=str(tmp_path / "log"), offset=1)
+    doc["nodes"][0]["params"]["value"] = 0
     for i in range(1, 4):
-        doc["edges"][i - 1]["to"] = f"c{i}.a"
+        doc["edges"][i - 1]["to"] = f"c{i}.value"
     first = integration.run(doc, registry=registry, config=config(), cache=False)
-    assert "shared_tasks" not in first.extra  # nothing known about core.add yet
+    assert "shared_tasks" not in first.extra  # nothing known about counted yet
     second = integration.run(doc, registry=registry, config=config(), cache=False)
     assert second.outputs == first.outputs == {"end": 4}
-    # c0 has other params (a=0) than c1..c3: its own history says it is cheap too.
+    # c0 has other params (value=0) than c1..c3: its own history says it is cheap too.
     assert [s["nodes"] for s in second.extra["shared_tasks"]] == [["c0", "c1", "c2", "c3"]]
 
 
@@ -383,6 +531,19 @@ def test_batchable_nodes_run_as_one_call_with_their_own_entries(
     warm = integration.run(doc, registry=registry, config=config(), **strategy)
     assert all(warm.nodes[n].state == NodeState.CACHED for n in result.outputs)
     assert executed(log) == ["3"]
+
+
+@pytest.mark.integration
+def test_a_wide_level_runs_in_one_task_per_worker_on_threads(prefect_server, registry):
+    doc = fan(10)
+    result = integration.run(
+        doc, registry=registry, config=config(), strategy="parallel", max_workers=3
+    )
+    assert result.ok and result.outputs == {"sum": sum(1 + i for i in range(10))}
+    shared = result.extra["shared_tasks"]
+    assert [len(s["nodes"]) for s in shared if s["kind"] == "level"] == [4, 3, 3, 3, 2, 2]
+    assert len({r.task_run_id for r in result.nodes.values()}) == 1 + 6 + 2  # source, two sums
+    assert all(r.state == NodeState.COMPLETED for r in result.nodes.values())
 
 
 @pytest.mark.integration
@@ -414,12 +575,16 @@ def test_the_plan_command_shows_segments_and_the_critical_path(tmp_path):
     found = json.loads(runner.invoke(cli.app, [*args, "--json", "-s", "parallel"]).stdout)
     assert [s["nodes"] for s in found["optimizer"]["segments"]] == [["a1", "a2"], ["b1", "b2"]]
     assert found["optimizer"]["tasks"] == 4
+    reasons = {u["name"]: u["reason"] for u in found["optimizer"]["units"]}
+    assert reasons["a1→a2"] == "a chain: declared cheap"
+    assert reasons["join"] == "no fusible neighbour"
     sequential = json.loads(runner.invoke(cli.app, [*args, "--json", "-s", "sequential"]).stdout)
-    assert sequential["optimizer"]["tasks"] == 2  # five cheap nodes in one task, and join
-    human = runner.invoke(cli.app, [*args, "-s", "parallel"])
+    assert sequential["optimizer"]["tasks"] == 1  # six cheap nodes, one after another
+    human = runner.invoke(cli.app, [*args, "-s", "parallel"], terminal_width=200)
     assert human.exit_code == 0
     assert "a1→a2" in human.stdout and "critical path (4 nodes)" in human.stdout
-    assert "own task (no recorded duration yet): join" in human.stdout
+    assert "a chain: declared cheap" in human.stdout
+    assert "own task: no fusible neighbour" in human.stdout
 
 
 @pytest.mark.integration

@@ -323,13 +323,13 @@ def _task_runs(flow_run_id: str, expected: int) -> dict:
 
 @pytest.mark.integration
 def test_task_runs_are_tagged_with_node_type_and_pack_unless_switched_off(prefect_server, registry):
-    result = integration.run(EXAMPLES / "hello.yaml", registry=registry, cache=False)
+    # Fusion off: the core nodes are declared cheap, and fused they share task runs.
+    tagged = NodegraphConfig(execution=ExecutionConfig(fusion="off"))
+    result = integration.run(EXAMPLES / "hello.yaml", registry=registry, config=tagged, cache=False)
     runs = _task_runs(result.flow_run_id, 4)
     assert sorted(runs["shout"].tags) == ["core.upper", "pack:core"]
     assert sorted(runs["greeting"].tags) == ["core.format", "pack:core"]
 
-    # Fusion off: the first run recorded how cheap these nodes are; fused, they would
-    # share one task run.
     config = NodegraphConfig(execution=ExecutionConfig(tag_node_types=False, fusion="off"))
     untagged = integration.run(EXAMPLES / "hello.yaml", registry=registry, config=config)
     assert all(r.tags == [] for r in _task_runs(untagged.flow_run_id, 4).values())
@@ -526,3 +526,48 @@ def test_reporting_failures_never_fail_the_run_and_a_crash_is_a_failed_event(
     name, resource, payload = sent[-1]
     assert name == "nodegraph.graph.failed" and resource["nodegraph.state"] == "crashed"
     assert payload["error"] == {"exception_type": "RuntimeError", "message": "engine bug"}
+
+
+def test_routine_node_events_stop_at_the_limit_and_failures_still_go_out(registry, monkeypatch):
+    from integration.prefect import reporting
+
+    sent: list = []
+
+    class Worker:
+        def send(self, event):
+            sent.append(event)
+
+    monkeypatch.setattr(reporting, "should_emit_events", lambda: True)
+    monkeypatch.setattr(reporting.EventsWorker, "instance", classmethod(lambda cls: Worker()))
+    graph_events: list[dict] = []
+    monkeypatch.setattr(
+        reporting, "emit_event", lambda name, **kwargs: graph_events.append(kwargs["payload"])
+    )
+    plan = make_plan(bind(load_graph(EXAMPLES / "hello.yaml"), registry))
+    reporter = RunReporter(MonitoringConfig(max_node_events=2), plan, None)
+    error = NodeError("doubled", "core.multiply", ErrorType.RUNTIME, "boom")
+    reports = [
+        _report(
+            "greeting", NodeState.COMPLETED, task_run_id="7f0d6f7c-05a5-4d0e-9e0c-6a1c2b1b4c11"
+        ),
+        _report("shout", NodeState.CACHED),
+        _report("letters", NodeState.COMPLETED),
+        _report("doubled", NodeState.FAILED, error=error),
+    ]
+    for report in reports:
+        reporter.node_finished(report)
+    assert [(e.event, e.resource.id) for e in sent] == [
+        ("nodegraph.node.completed", "nodegraph.node.hello.greeting"),
+        ("nodegraph.node.cached", "nodegraph.node.hello.shout"),
+        ("nodegraph.node.failed", "nodegraph.node.hello.doubled"),
+    ]
+    roles = {r.role: r.id for r in sent[0].related}
+    assert roles["task-run"] == "prefect.task-run.7f0d6f7c-05a5-4d0e-9e0c-6a1c2b1b4c11"
+    assert sent[0].payload["node"] == "greeting" and sent[0].occurred.tzinfo is not None
+    assert json.loads(sent[2].model_dump_json())["payload"]["error"]["message"] == "boom"
+    reporter.finish(RunResult("hello", RunState.FAILED, {}, {r.node_id: r for r in reports}))
+    assert graph_events[-1]["node_events_left_out"] == 1
+    unlimited = RunReporter(MonitoringConfig(max_node_events=None), plan, None)
+    for report in reports:
+        unlimited.node_finished(report)
+    assert len(sent) == 3 + 4

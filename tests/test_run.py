@@ -223,7 +223,9 @@ def _task_runs(flow_run_id, expected):
 def test_one_task_run_per_node_named_and_tagged_with_futures_as_inputs(registry, strategy):
     from prefect.client.orchestration import get_client
 
-    result = run(EXAMPLES / "hello.yaml", registry, strategy=strategy)
+    # Fusion off: the core nodes are declared cheap, and fused they share task runs.
+    config = NodegraphConfig(execution=ExecutionConfig(fusion="off"))
+    result = run(EXAMPLES / "hello.yaml", registry, strategy=strategy, config=config)
     runs = _task_runs(result.flow_run_id, 4)
     assert set(runs) == {"greeting", "shout", "letters", "doubled"}
     assert sorted(runs["shout"].tags) == ["core.upper", "pack:core"]  # type and pack
@@ -238,7 +240,7 @@ def test_one_task_run_per_node_named_and_tagged_with_futures_as_inputs(registry,
 
 
 def test_type_tags_can_be_turned_off(registry):
-    config = NodegraphConfig(execution=ExecutionConfig(tag_node_types=False))
+    config = NodegraphConfig(execution=ExecutionConfig(tag_node_types=False, fusion="off"))
     result = run(EXAMPLES / "hello.yaml", registry, config=config)
     runs = _task_runs(result.flow_run_id, 4)
     assert all(r.tags == [] for r in runs.values())

@@ -20,6 +20,7 @@ Other objects may define ``__nodegraph_hash__() -> bytes | str``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import struct
@@ -132,6 +133,7 @@ def _is_numpy(value: Any) -> bool:
 
 
 def _feed_numpy(write: Callable[[bytes], Any], value: Any) -> None:
+    # Lazy: numpy takes about 0.1 s to import, and only numpy values need it.
     import numpy as np
 
     if isinstance(value, np.generic):
@@ -178,26 +180,61 @@ def node_key(
     ``inputs`` maps each port to ``("edge", upstream key, upstream port, transform)``,
     ``("value", value digest)`` or ``("default",)``. A ``run_id`` scopes the key to a run.
     """
-    digest = hashlib.sha256()
-    write = digest.update
-    _feed(write, [CACHE_VERSION, type_name, version])
-    write(struct.pack(">Q", len(inputs)))
+    # The bytes are those of ``_feed`` over the same lists, spelled out for the common
+    # shapes and joined for one sha256 call: keys are computed for every node of a
+    # graph before it runs, and the generic walk cost ~15 µs a node.
+    parts = [_header(type_name, version), struct.pack(">Q", len(inputs))]
+    append = parts.append
     for port in sorted(inputs):
         binding = inputs[port]
-        _feed(write, port)
+        append(_text(port))
         if binding[0] == "edge":
             _, upstream_key, upstream_port, transform = binding
-            _feed(
-                write,
-                ["edge", upstream_key, upstream_port, transform.canonical() if transform else None],
-            )
+            append(_EDGE)
+            append(_text(upstream_key))
+            append(_text(upstream_port))
+            if transform is None:
+                append(b"N")
+            else:
+                _feed(append, transform.canonical())
         elif binding[0] == "value":
-            _feed(write, ["value", binding[1]])
+            append(_VALUE)
+            append(_text(binding[1]))
         else:
-            _feed(write, ["default"])
-    _feed(write, ["fingerprint", fingerprint])
-    _feed(write, ["run", run_id])
-    return digest.hexdigest()
+            append(_DEFAULT)
+    if fingerprint is None:
+        append(_NO_FINGERPRINT)
+    else:
+        _feed(append, ["fingerprint", fingerprint])
+    if run_id is None:
+        append(_NO_RUN)
+    else:
+        _feed(append, ["run", run_id])
+    return hashlib.sha256(b"".join(parts)).hexdigest()
+
+
+def _fed(value: Any) -> bytes:
+    parts: list[bytes] = []
+    _feed(parts.append, value)
+    return b"".join(parts)
+
+
+def _text(value: str) -> bytes:
+    data = value.encode("utf-8", "surrogatepass")
+    return b"s" + struct.pack(">Q", len(data)) + data
+
+
+@functools.lru_cache(maxsize=4096)
+def _header(type_name: str, version: str) -> bytes:
+    return _fed([CACHE_VERSION, type_name, version])
+
+
+# Openings of the lists ``node_key`` feeds: ["edge", ...4], ["value", ...2], ["default"].
+_EDGE = b"l" + struct.pack(">Q", 4) + _text("edge")
+_VALUE = b"l" + struct.pack(">Q", 2) + _text("value")
+_DEFAULT = _fed(["default"])
+_NO_FINGERPRINT = _fed(["fingerprint", None])
+_NO_RUN = _fed(["run", None])
 
 
 def graph_keys(

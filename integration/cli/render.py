@@ -174,6 +174,12 @@ def _bytes(value: int | None) -> str:
     return ""
 
 
+SUMMARY_ROWS = 100
+"""Above this many nodes, the run summary lists only the nodes that did not complete
+or load from the cache (up to this many), and counts every state."""
+_ROUTINE = (NodeState.COMPLETED, NodeState.CACHED)
+
+
 def run_summary(console: Console, result: RunResult) -> None:
     run_style = _RUN_STYLE.get(RunState(result.state), "")
     table = Table(
@@ -184,7 +190,15 @@ def run_summary(console: Console, result: RunResult) -> None:
     table.add_column("state")
     table.add_column("time", justify="right")
     table.add_column("error / reason", overflow="fold")
-    for report in result.nodes.values():
+    rows = list(result.nodes.values())
+    if len(rows) > SUMMARY_ROWS:
+        # Ten thousand rows take rich seconds to lay out and no one reads them: keep
+        # the nodes that did not simply run or load, and count the rest.
+        rows = [r for r in rows if r.state not in _ROUTINE][:SUMMARY_ROWS]
+        counts = ", ".join(f"{count} {state}" for state, count in result.counts().items())
+        table.caption = f"{len(rows)} of {len(result.nodes)} nodes shown; all: {counts}"
+        table.caption_justify = "left"
+    for report in rows:
         style = _STATE_STYLE.get(report.state, "")
         state = str(report.state)
         if report.cache_tier:
@@ -196,8 +210,12 @@ def run_summary(console: Console, result: RunResult) -> None:
             _duration(report.duration_s),
             escape(_why(report)),  # node errors quote values, which may hold "[/x]"
         )
-    console.print(table)
-    for report in result.nodes.values():
+    if rows:
+        console.print(table)
+    else:  # a large run in which every node completed or was cached
+        console.print(table.title)
+        console.print(table.caption)
+    for report in rows:
         if report.state == NodeState.FAILED and report.error is not None:
             console.print(
                 Panel(
@@ -251,20 +269,38 @@ def problems(console: Console, error: GraphValidationError) -> None:
     console.print(table)
 
 
+PLAN_ROWS = 50
+"""Levels, and names in one list, that ``nodegraph plan`` shows before shortening."""
+
+
+def _listed(names: list[str], joiner: str) -> str:
+    if len(names) <= PLAN_ROWS:
+        return joiner.join(names)
+    return joiner.join(names[: PLAN_ROWS - 1]) + f"{joiner}… ({len(names)} in all)"
+
+
 def plan(console: Console, the_plan: Plan, optimizer: dict[str, Any] | None = None) -> None:
     console.print(
         f"[bold]{the_plan.name}[/]: {len(the_plan.order)} nodes, {len(the_plan.levels)} levels"
     )
+    # A 10,000-node plan would print for seconds: long lists are shortened (--json
+    # has everything).
     table = Table("level", "width", "nodes (run side by side)")
-    for depth, group in enumerate(the_plan.levels):
-        table.add_row(str(depth), str(len(group)), ", ".join(group))
+    for depth, group in enumerate(the_plan.levels[:PLAN_ROWS]):
+        table.add_row(str(depth), str(len(group)), _listed(group, ", "))
+    if len(the_plan.levels) > PLAN_ROWS:
+        table.add_row("…", "", f"{len(the_plan.levels) - PLAN_ROWS} more levels")
     console.print(table)
-    console.print("order: " + " → ".join(the_plan.order), overflow="fold")
+    console.print("order: " + _listed(the_plan.order, " → "), overflow="fold")
     if optimizer is not None:
         _optimizer(console, optimizer)
     skipped = sorted(set(the_plan.graph.nodes) - set(the_plan.steps))
     if skipped:
         console.print(f"not needed for the requested outputs: {', '.join(skipped)}", style="dim")
+
+
+UNIT_ROWS = 50
+"""Shared tasks listed by ``nodegraph plan``; lone nodes are one row per reason."""
 
 
 def _optimizer(console: Console, report: dict[str, Any]) -> None:
@@ -277,17 +313,19 @@ def _optimizer(console: Console, report: dict[str, Any]) -> None:
     )
     console.print(
         f"tasks: {report['tasks']} for {sum(report['parallelism'])} nodes "
-        f"(fusion {report['fusion']}, {report['strategy']} strategy)"
+        f"(fusion {report['fusion']}, {report['strategy']} strategy, "
+        f"{report['workers']} workers)"
     )
-    if report["segments"] or report["batches"]:
-        shared = Table("shared task", "kind", "nodes")
-        for kind in ("segments", "batches"):
-            for entry in report[kind]:
-                shared.add_row(entry["name"], kind[:-1].rstrip("e"), str(len(entry["nodes"])))
-        console.print(shared)
+    table = Table("task", "kind", "nodes", "why", title="tasks", title_justify="left")
+    shared = [unit for unit in report["units"] if unit["kind"] != "node"]
+    for unit in shared[:UNIT_ROWS]:
+        table.add_row(unit["name"], unit["kind"], str(len(unit["nodes"])), escape(unit["reason"]))
+    if len(shared) > UNIT_ROWS:
+        table.add_row(f"… {len(shared) - UNIT_ROWS} more shared tasks", "", "", "")
     for reason, nodes in report["own_task"].items():
         shown = ", ".join(nodes[:8]) + (f", … ({len(nodes)})" if len(nodes) > 8 else "")
-        console.print(f"own task ({reason}): {shown}", style="dim", overflow="fold")
+        table.add_row(shown, "node", f"{len(nodes)} × 1", f"own task: {escape(reason)}")
+    console.print(table, overflow="fold")
 
 
 def node_types(console: Console, types: Iterable[NodeType]) -> None:
