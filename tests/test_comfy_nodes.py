@@ -7,11 +7,12 @@ import pytest
 
 from integration.cache.hierarchy import CacheHierarchy
 from integration.cache.tiers import MemoryTier
-from integration.comfy.execution import ComfyExecution, InlineDispatch
+from integration.comfy.execution import ComfyProgram, comfy_inline_backend
 from integration.comfy.nodes import ComfyNodeType, call_node, map_over_list, merge_results
 from integration.comfy.runtime import ExecutionBlocker, GraphBuilder
 from integration.comfy.signatures import Signature
 from integration.comfy.validate import types_match
+from integration.engine import Scheduler
 from integration.result import NodeState
 
 
@@ -129,10 +130,26 @@ def _types():
     }
 
 
-def _execution(g: GraphBuilder, cache=None):
+def _program(g: GraphBuilder, cache=None) -> ComfyProgram:
     prompt = g.finalize()
     roots = [n for n, e in prompt.items() if e["class_type"] == "Sink"]
-    return ComfyExecution(prompt, roots, _types(), InlineDispatch(), cache=cache)
+    return ComfyProgram(prompt, roots, _types(), store=cache.store if cache else None)
+
+
+def _run(g: GraphBuilder, cache=None):
+    def load(key):
+        hit = cache.load(key)
+        return None if hit is None else (hit.value, hit.tier, 0)
+
+    program = _program(g, cache)
+    return Scheduler(
+        program.plan(),
+        comfy_inline_backend(),
+        {},
+        cache=cache,
+        load_cached=load if cache else None,
+        program=program,
+    ).run()
 
 
 def test_identical_nodes_share_a_key_unless_not_idempotent():
@@ -141,21 +158,24 @@ def test_identical_nodes_share_a_key_unless_not_idempotent():
     c, d = g.node("Unique", value=1), g.node("Unique", value=1)
     for node in (a, b, c, d):
         g.node("Sink", value=node.out(0))
-    execution = _execution(g)
-    assert execution.key(a.id).key == execution.key(b.id).key
-    assert execution.key(c.id).key != execution.key(d.id).key
+    program = _program(g)
+    assert program.key(a.id).key == program.key(b.id).key
+    assert program.key(c.id).key != program.key(d.id).key
 
 
 def test_is_changed_that_raises_means_always_run():
     g = GraphBuilder(prefix="")
     flaky = g.node("Flaky", value=1)
     sink = g.node("Sink", value=flaky.out(0))
+    steady = g.node("Sink", value=g.node("Source", value=2).out(0))
     cache = CacheHierarchy([MemoryTier()])
-    first = _execution(g, cache).run()
-    second = _execution(g, cache).run()
+    first = _run(g, cache)
+    second = _run(g, cache)
     assert first.outputs[sink.id] == {"values": [1]}
     assert second.nodes[flaky.id].state == NodeState.COMPLETED  # never served from cache
     assert second.nodes[sink.id].state == NodeState.COMPLETED  # nor what depends on it
+    assert second.nodes[steady.id].state == NodeState.CACHED  # the rest is
+    assert second.outputs[steady.id] == {"values": [2]}
 
 
 def test_call_node_reports_verbose_blockers():

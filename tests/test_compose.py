@@ -453,7 +453,13 @@ def test_compose_stack_runs_a_graph_on_dask_with_redis_and_s3(stack: Stack, moto
     stack.start(
         "worker",
         worker_argv,
-        env={**stack.process_env("worker"), "PREFECT_WORKER_QUERY_SECONDS": "1"},
+        # One task per node (fusion off), so that each node's task run and Dask task
+        # can be checked by name below; fusion itself is tested in test_fusion.py.
+        env={
+            **stack.process_env("worker"),
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "NODEGRAPH_EXECUTION__FUSION__MODE": "off",
+        },
     )
 
     import distributed

@@ -15,7 +15,7 @@ import integration
 from integration.config import ExecutionConfig, NodegraphConfig
 from integration.graph import GraphValidationError, bind, load_graph
 from integration.graph.policy import ErrorPolicy, default_policy
-from integration.prefect.execute import NodeTasks
+from integration.prefect.backend import NodeTasks
 from integration.result import NodeState, RunState
 
 pytestmark = pytest.mark.integration

@@ -1,13 +1,16 @@
-"""Run a ComfyUI prompt with ComfyUI's semantics; each node execution is dispatched.
+"""Run a ComfyUI prompt with ComfyUI's semantics on the engine's one scheduler.
 
-    >>> # see integration.prefect.comfy, which runs this inside a Prefect flow
+    >>> # program = ComfyProgram(prompt, roots, types)
+    >>> # Scheduler(program.plan(), comfy_inline_backend(), {}, program=program).run()
 
-The executor follows ComfyUI's ``execution.py`` and ``comfy_execution/graph.py``:
+``ComfyProgram`` is the ComfyUI node wrapper the scheduler runs a prompt with
+(``integration.engine.program``); it follows ComfyUI's ``execution.py`` and
+``comfy_execution/graph.py``:
 
 - **Roots.** Only the output nodes (or the nodes asked for) and what they need run.
 - **Lazy inputs.** Inputs marked ``lazy`` are not scheduled up front. Before a node with
   ``check_lazy_status`` runs, the method is called (once per list item) with what is
-  available; the inputs it names are scheduled and the node waits for them.
+  available; the inputs it names are linked, and the node waits for them.
 - **Expansion.** A node may return ``{"result": ..., "expand": graph}``: the graph's
   nodes join the run (output nodes among them become roots), and links in ``result``
   are resolved from them once they finish.
@@ -17,9 +20,12 @@ The executor follows ComfyUI's ``execution.py`` and ``comfy_execution/graph.py``
   of linked nodes, ``IS_CHANGED``): a node found in the cache is not run, and nothing
   it needs is scheduled. ``IS_CHANGED`` returning NaN, or raising, makes the key
   unique to the run. ``NOT_IDEMPOTENT`` and ``UNIQUE_ID`` put the node id in the key.
+  Entries are the same as graph nodes': a ``NodeOutput`` (values ``outputs``, one list
+  per slot, and ``ui``), stored by ``store`` and read by the scheduler's loader.
 
-Unlike ComfyUI, independent nodes run side by side (the dispatcher decides how), and a
-failed node fails only the nodes that need it, as everywhere in nodegraph.
+The scheduler does the rest, as for a nodegraph graph: independent nodes run side by
+side (the backend decides how), a failed node is handled by its policy (by default it
+fails only the nodes that need it), cancel, hooks and reports.
 """
 
 from __future__ import annotations
@@ -29,20 +35,34 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
-from integration.cache.hierarchy import CacheHierarchy
-from integration.cache.keys import UnhashableValueError, node_key, value_digest
-from integration.comfy.nodes import ComfyNodeType, NodeOutcome, map_over_list, merge_results
+from integration.cache.keys import NodeKey, UnhashableValueError, node_key, value_digest
+from integration.comfy.nodes import (
+    ComfyNodeType,
+    NodeOutcome,
+    call_node,
+    map_over_list,
+    merge_results,
+)
 from integration.comfy.runtime import DynamicPrompt, ExecutionBlocker, is_link
-from integration.errors import DependencyError, ErrorType, NodeError, NodegraphError
+from integration.engine.backend import InlineBackend, Submission
+from integration.engine.program import RunningGraph
+from integration.engine.units import NodeOutput
+from integration.errors import ErrorType, NodegraphError
+from integration.graph.model import Graph
 from integration.graph.nodetype import NodeType
-from integration.result import NodeReport, NodeState, RunResult, RunState
+from integration.graph.policy import ErrorPolicy
+from integration.graph.validate import BoundGraph, BoundNode
+from integration.observability.measure import NodeMeasurement
+from integration.observability.tracing import current_from
+from integration.plan import Plan, PlanStep
 
 logger = logging.getLogger("nodegraph.comfy")
 
-NodeListener = Callable[[NodeReport, int, int], None]
+COMFY_KIND = "comfy"
+"""The ``Submission.kind`` of a ComfyUI node call; its arguments hold ``call``."""
 
 HIDDEN_KINDS = frozenset(
     {
@@ -55,6 +75,9 @@ HIDDEN_KINDS = frozenset(
     }
 )
 """Hidden inputs the executor fills in; other hidden inputs come from the prompt."""
+
+ResultStore = Callable[[str, NodeOutput], None]
+"""Persists a node's final output under its key (the cache's entry format)."""
 
 
 class ComfyExecutionError(NodegraphError):
@@ -77,25 +100,47 @@ class NodeCall:
         return f"{self.class_type} #{self.node_id}"
 
 
-class Dispatch(Protocol):
-    """Runs node calls (inline, on threads, processes or Dask) and hands back results."""
+def execute_call(call: NodeCall, observe: Mapping[str, Any] | None = None) -> NodeOutput:
+    """Run one node call: ComfyUI classes with their list semantics, nodegraph types
+    once per list item. The output's values are ``outputs`` (a list per slot) and
+    ``ui``, and, when set, ``blocked`` (blockers' messages) and ``expand``.
 
-    def submit(self, call: NodeCall) -> None: ...
+    ``observe`` (from the run's instruments) asks for a measurement of the call (the
+    profile's CPU time, peak memory and output size) and carries the node span's trace
+    context, made current while the node runs."""
+    measurement = None
+    try:
+        if observe is None:
+            outcome = _call(call)
+        else:
+            measurement = NodeMeasurement(bool(observe.get("profile")), bool(observe.get("size")))
+            with current_from(observe.get("trace")), measurement:
+                outcome = _call(call)
+    except BaseException as exc:
+        exc.nodegraph_measured = measurement.result if measurement else None  # type: ignore[attr-defined]
+        raise
+    values: dict[str, Any] = {"outputs": outcome.outputs, "ui": outcome.ui}
+    if outcome.blocked:
+        values["blocked"] = outcome.blocked
+    if outcome.expansions is not None:
+        values["expand"] = outcome.expansions
+    measured = measurement.finish(outcome.outputs) if measurement else None
+    return NodeOutput(values, outcome.duration_s, measured=measured)
 
-    def finished(self) -> tuple[NodeCall, NodeOutcome | BaseException, str | None]:
-        """Block until a submitted call is done: the call, its outcome or error, and the
-        id of the task run that executed it (``None`` without one)."""
-        ...
 
-
-def execute_call(call: NodeCall) -> NodeOutcome:
-    """Run one dispatched call: ComfyUI classes with their list semantics, nodegraph
-    types once per list item."""
-    from integration.comfy.nodes import call_node
-
+def _call(call: NodeCall) -> NodeOutcome:
     if isinstance(call.node_type, ComfyNodeType):
         return call_node(call.node_type, call.node_id, call.inputs)
     return _call_nodegraph_type(call.node_type, call.inputs)
+
+
+def _inline_call(arguments: Mapping[str, Any]) -> NodeOutput:
+    return execute_call(arguments["call"], arguments.get("observe"))
+
+
+def comfy_inline_backend() -> InlineBackend:
+    """The inline backend with the ComfyUI node call (tests, no runner)."""
+    return InlineBackend(calls={COMFY_KIND: _inline_call})
 
 
 def _call_nodegraph_type(node_type: NodeType, inputs: Mapping[str, list[Any]]) -> NodeOutcome:
@@ -112,125 +157,156 @@ def _call_nodegraph_type(node_type: NodeType, inputs: Mapping[str, list[Any]]) -
     return outcome
 
 
-class InlineDispatch:
-    """Runs each call at once in this thread (tests, and the sequential strategy)."""
-
-    def __init__(self) -> None:
-        self._done: list[tuple[NodeCall, NodeOutcome | BaseException, str | None]] = []
-
-    def submit(self, call: NodeCall) -> None:
-        try:
-            self._done.append((call, execute_call(call), None))
-        except Exception as exc:
-            self._done.append((call, exc, None))
-
-    def finished(self) -> tuple[NodeCall, NodeOutcome | BaseException, str | None]:
-        return self._done.pop(0)
+def empty_plan(name: str) -> Plan:
+    """A plan with no nodes: where a program's run starts (the run adds to it)."""
+    bound = BoundGraph(Graph(name=name), {}, [], {})
+    return Plan(graph=bound, steps={}, order=[], levels=[], outputs=[])
 
 
-@dataclass
-class _Key:
-    key: str
-    shared: bool  # False: unique to this run, never read from the cache
+def _slots(output: NodeOutput) -> list[list[Any]]:
+    """A finished node's outputs, one list per slot (none for a stand-in without)."""
+    slots = output.values.get("outputs")
+    return slots if isinstance(slots, list) else []
 
 
-@dataclass
-class _Pending:
-    """The execution list: nodes to run and what each waits for (strong links)."""
+class ComfyProgram:
+    """A validated prompt as the scheduler's program (``integration.engine.program``).
 
-    waiting: dict[str, set[str]] = field(default_factory=dict)  # node -> blockers
-    blocking: dict[str, set[str]] = field(default_factory=dict)  # node -> dependents
-
-    def ready(self, running: set[str]) -> list[str]:
-        return [n for n, blockers in self.waiting.items() if not blockers and n not in running]
-
-
-class ComfyExecution:
-    """One run of a validated prompt."""
+    ``roots`` are the output nodes to run (or those asked for); ``types`` the node
+    types by class. ``policy`` is every node's error policy (the config's default);
+    ``store`` persists each node's final output under its content key.
+    """
 
     def __init__(
         self,
         prompt: Mapping[str, Any],
         roots: list[str],
         types: Mapping[str, NodeType],
-        dispatch: Dispatch,
         *,
         name: str = "workflow",
-        cache: CacheHierarchy | None = None,
-        refresh: bool = False,
         run_id: str | None = None,
-        listener: NodeListener | None = None,
         extra_data: Mapping[str, Any] | None = None,
+        policy: ErrorPolicy | None = None,
+        store: ResultStore | None = None,
     ) -> None:
         self.dynprompt = DynamicPrompt(dict(prompt))
         self.roots = list(roots)
         self.types = types
-        self.dispatch = dispatch
         self.name = name
-        self.cache = cache
-        self.refresh = refresh
         self.run_id = run_id or uuid.uuid4().hex
-        self.listener = listener
         self.extra_data = dict(extra_data or {})
-        self.outputs: dict[str, list[list[Any]]] = {}
+        self.policy = policy
+        self.store = store
         self.ui: dict[str, dict[str, list[Any]]] = {}
-        self.reports: dict[str, NodeReport] = {}
-        self.failed: set[str] = set()
-        self._keys: dict[str, _Key] = {}
-        self._pending = _Pending()
-        self._running: set[str] = set()
-        self._subgraph_results: dict[str, list[tuple[bool, tuple[Any, ...]]]] = {}
-        self._total = 0
+        self._graph: RunningGraph | None = None
+        self._keys: dict[str, NodeKey] = {}
+        self._expansions: dict[str, list[tuple[bool, tuple[Any, ...]]]] = {}
+        self._asked: dict[str, set[str]] = {}  # lazy inputs each node asked for
+        self._reasons: dict[str, str] = {}
 
-    # -- the loop -----------------------------------------------------------------------
+    def plan(self) -> Plan:
+        """The empty plan a run starts from: the program adds the nodes."""
+        return empty_plan(self.name)
 
-    def run(self) -> RunResult:
-        started = time.perf_counter()
-        if self.cache is not None:
-            self.cache.start_run()  # refused entries and shared tiers: warned once per run
+    @property
+    def graph(self) -> RunningGraph:
+        if self._graph is None:
+            raise RuntimeError("the program is not running: Scheduler.run() begins it")
+        return self._graph
+
+    # -- the program ------------------------------------------------------------------
+
+    def begin(self, graph: RunningGraph) -> None:
+        self._graph = graph
         for root in self.roots:
             self._add_node(root)
-        while True:
-            for node_id in self._pending.ready(self._running):
-                self._start(node_id)
-            if self._running:
-                call, outcome, task_run_id = self.dispatch.finished()
-                self._running.discard(call.node_id)
-                self._finish(call, outcome, task_run_id)
-                continue
-            if not self._pending.ready(self._running):
-                break
-        if self._pending.waiting:
-            self._fail_cycle()
-        return self._result(time.perf_counter() - started)
 
-    def _result(self, duration: float) -> RunResult:
-        failed = any(r.state == NodeState.FAILED for r in self.reports.values())
-        outputs = {node_id: self.ui[node_id] for node_id in self.ui}
-        return RunResult(
-            graph=self.name,
-            state=RunState.FAILED if failed else RunState.COMPLETED,
-            outputs=outputs,
-            nodes=dict(self.reports),
-            duration_s=duration,
-            extra={"comfy": {"roots": self.roots, "run_id": self.run_id}},
+    def prepare(self, node_id: str) -> Submission | NodeOutput | None:
+        if node_id in self._expansions:
+            return self._resolve_expansion(node_id)
+        node = self.dynprompt.get_node(node_id)
+        class_type = node["class_type"]
+        node_type = self.types[class_type]
+        lazy = isinstance(node_type, ComfyNodeType) and hasattr(
+            node_type.comfy_class, "check_lazy_status"
+        )
+        asked = self._asked.setdefault(node_id, set())
+        while True:
+            inputs, missing = self._input_data(node_id, node, node_type)
+            if not lazy:
+                break
+            assert isinstance(node_type, ComfyNodeType)
+            needed = [n for n in self._lazy_needs(node_type, inputs, missing) if n not in asked]
+            if not needed:
+                break
+            asked.update(needed)
+            for input_name in needed:
+                self._make_input_strong_link(node_id, input_name)
+            if self.graph.waits(node_id) or node_id in self.graph.reports:
+                # It waits for what it asked for; once that is done it is asked again,
+                # as ComfyUI re-executes the node.
+                return None
+        call = NodeCall(node_id, class_type, node_type, inputs)
+        return Submission(node_id, COMFY_KIND, (node_id,), {"call": call})
+
+    def finished(self, node_id: str, output: NodeOutput) -> bool:
+        expansions = output.values.get("expand")
+        if expansions is not None:
+            self._expand(node_id, expansions)
+            return True
+        blocked = output.values.get("blocked") or ()
+        reason = "; ".join(f"Execution Blocked: {m}" for m in blocked)
+        if reason:
+            self._reasons[node_id] = reason
+        self._done(node_id, _slots(output), output.values.get("ui") or {})
+        return False
+
+    def reason(self, node_id: str) -> str | None:
+        return self._reasons.pop(node_id, None)
+
+    def stalled(self, waiting: list[str]) -> tuple[str, BaseException]:
+        """As in ComfyUI, a cycle is blamed on the node that expanded into it, if an
+        expansion made it."""
+        stuck = sorted(waiting)
+        display = self.dynprompt.get_display_node_id
+        ephemeral = next((n for n in stuck if display(n) != n), None)
+        blamed = stuck[0]
+        if ephemeral is not None:
+            blamed = display(ephemeral) if display(ephemeral) in stuck else ephemeral
+        return blamed, ComfyExecutionError(
+            f"Dependency cycle detected among nodes {', '.join(stuck)}"
         )
 
-    # -- the execution list -------------------------------------------------------------
+    def outputs(self) -> dict[str, Any]:
+        return dict(self.ui)
+
+    def extra(self) -> dict[str, Any]:
+        return {"comfy": {"roots": self.roots, "run_id": self.run_id}}
+
+    # -- the execution list -----------------------------------------------------------
+
+    def _step(self, node_id: str) -> PlanStep:
+        node_type = self.types[self.dynprompt.get_node(node_id)["class_type"]]
+        return PlanStep(BoundNode(node_id, node_type, {}, policy=self.policy), 0, [])
 
     def _add_node(self, node_id: str, include_lazy: bool = False) -> None:
         """Schedule a node and, through non-lazy links, everything it needs that is not
-        already finished or found in the cache."""
+        already in the run or found in the cache."""
+        graph = self.graph
         stack = [node_id]
         links: list[tuple[str, str]] = []
         while stack:
             current = stack.pop()
-            if current in self._pending.waiting or self._done(current):
+            if graph.has_node(current):
                 continue
-            if self._from_cache(current):
+            graph.keys[current] = self.key(current)
+            step = self._step(current)
+            if graph.add_cached(step):
+                cached = graph.output_of(current)
+                if cached.values.get("ui"):
+                    self.ui[current] = cached.values["ui"]
                 continue
-            self._pending.waiting[current] = set()
-            self._total += 1
+            graph.add_node(step)
             node = self.dynprompt.get_node(current)
             for input_name, value in node.get("inputs", {}).items():
                 if not is_link(value):
@@ -240,25 +316,15 @@ class ComfyExecution:
                     continue
                 source = str(value[0])
                 links.append((source, current))
-                if not self._done(source):
+                if not graph.has_node(source):
                     stack.append(source)
         for source, target in links:
-            self._strong_link(source, target)
+            graph.add_edge(source, target)
 
-    def _strong_link(self, source: str, target: str) -> None:
-        if source in self.failed:
-            return self._mark_upstream_failed(target, source)
-        if self._done(source):
-            return
-        if source not in self._pending.waiting:
+    def _link(self, source: str, target: str) -> None:
+        if not self.graph.has_node(source):
             self._add_node(source)
-            if self._done(source):
-                return
-        self._pending.waiting.setdefault(target, set()).add(source)
-        self._pending.blocking.setdefault(source, set()).add(target)
-
-    def _done(self, node_id: str) -> bool:
-        return node_id in self.outputs or node_id in self.failed
+        self.graph.add_edge(source, target)
 
     def _input_spec(self, node: Mapping[str, Any], input_name: str) -> Any:
         node_type = self.types.get(node.get("class_type", ""))
@@ -266,31 +332,14 @@ class ComfyExecution:
             return node_type.signature.input(input_name)
         return None
 
-    # -- one node -------------------------------------------------------------------------
+    def _output(self, node_id: str) -> list[list[Any]] | None:
+        """A finished node's outputs (a list per slot), or ``None`` if not finished."""
+        report = self.graph.reports.get(node_id)
+        if report is None or not report.state.ok:
+            return None
+        return _slots(self.graph.output_of(node_id))
 
-    def _start(self, node_id: str) -> None:
-        if node_id in self._subgraph_results:
-            self._resolve_expansion(node_id)
-            return
-        node = self.dynprompt.get_node(node_id)
-        node_type = self.types[node["class_type"]]
-        inputs, missing = self._input_data(node_id, node, node_type)
-        if isinstance(node_type, ComfyNodeType) and hasattr(
-            node_type.comfy_class, "check_lazy_status"
-        ):
-            try:
-                needed = self._lazy_needs(node_type, inputs, missing)
-                for input_name in needed:
-                    self._make_input_strong_link(node_id, input_name)
-            except Exception as exc:
-                self._fail(node_id, node["class_type"], exc)
-                return
-            if needed:
-                # It waits for what it asked for (or, if that was at hand, is started
-                # again with it, and asked again, as ComfyUI re-executes the node).
-                return
-        self._running.add(node_id)
-        self.dispatch.submit(NodeCall(node_id, node["class_type"], node_type, inputs))
+    # -- one node ---------------------------------------------------------------------
 
     def _lazy_needs(
         self, node_type: ComfyNodeType, inputs: dict[str, list[Any]], missing: set[str]
@@ -317,7 +366,7 @@ class ComfyExecution:
             raise ComfyExecutionError(
                 f"node {node_id} says it needs input {input_name!r}, but that value is a constant"
             )
-        self._strong_link(str(value[0]), node_id)
+        self._link(str(value[0]), node_id)
 
     def _input_data(
         self, node_id: str, node: Mapping[str, Any], node_type: NodeType
@@ -330,7 +379,7 @@ class ComfyExecution:
             spec = self._input_spec(node, input_name)
             if is_link(value) and not (spec is not None and spec.raw_link):
                 source, slot = str(value[0]), int(value[1])
-                produced = self.outputs.get(source)
+                produced = self._output(source) if self.graph.has_node(source) else None
                 if produced is None or slot >= len(produced):
                     values[input_name] = [None]
                     missing.add(input_name)
@@ -355,43 +404,13 @@ class ComfyExecution:
             return node_id
         return self.extra_data.get(kind.lower())
 
-    def _finish(
-        self, call: NodeCall, outcome: NodeOutcome | BaseException, task_run_id: str | None
+    def _expand(
+        self, node_id: str, expansions: list[tuple[dict[str, Any] | None, tuple[Any, ...]]]
     ) -> None:
-        node_id = call.node_id
-        if isinstance(outcome, BaseException):
-            self._fail(node_id, call.class_type, outcome, task_run_id)
-            return
-        if outcome.expansions is not None:
-            try:
-                self._expand(node_id, outcome)
-            except Exception as exc:
-                self._fail(node_id, call.class_type, exc, task_run_id)
-            return
-        reason = "; ".join(f"Execution Blocked: {m}" for m in outcome.blocked) or None
-        self._complete(
-            node_id,
-            outcome.outputs,
-            outcome.ui,
-            NodeReport(
-                node_id,
-                call.class_type,
-                NodeState.COMPLETED,
-                duration_s=outcome.duration_s,
-                task_run_id=task_run_id,
-                cache_key=self.key(node_id).key,
-                attempts=1,
-                reason=reason,
-            ),
-            store=True,
-        )
-
-    def _expand(self, node_id: str, outcome: NodeOutcome) -> None:
-        assert outcome.expansions is not None
         stored: list[tuple[bool, tuple[Any, ...]]] = []
         new_outputs: list[str] = []
         links: list[str] = []
-        for graph, result in outcome.expansions:
+        for graph, result in expansions:
             if graph is None:
                 stored.append((False, result))
                 continue
@@ -415,16 +434,16 @@ class ComfyExecution:
                     new_outputs.append(new_id)
             links.extend(str(value[0]) for value in result if is_link(value))
             stored.append((True, result))
-        self._subgraph_results[node_id] = stored
+        self._expansions[node_id] = stored
         for new_id in new_outputs:
             self._add_node(new_id)
         for source in links:
-            self._strong_link(source, node_id)
+            self._link(source, node_id)
 
-    def _resolve_expansion(self, node_id: str) -> None:
+    def _resolve_expansion(self, node_id: str) -> NodeOutput:
         class_type = self.dynprompt.get_node(node_id)["class_type"]
         resolved: list[tuple[Any, ...]] = []
-        for from_graph, result in self._subgraph_results.pop(node_id):
+        for from_graph, result in self._expansions.pop(node_id):
             if not from_graph:
                 resolved.append(result)
                 continue
@@ -432,123 +451,49 @@ class ComfyExecution:
             for item in result:
                 if is_link(item):
                     # ComfyUI spreads the linked output's items into the result tuple.
-                    values.extend(self.outputs[str(item[0])][int(item[1])])
+                    values.extend(_slots(self.graph.output_of(str(item[0])))[int(item[1])])
                 else:
                     values.append(item)
             resolved.append(tuple(values))
         node_type = self.types[class_type]
         is_list = node_type.signature.output_is_list if isinstance(node_type, ComfyNodeType) else ()
         merged = merge_results(resolved, is_list)
-        self._complete(
-            node_id,
-            merged,
-            self.ui.get(node_id, {}),
-            NodeReport(
-                node_id,
-                class_type,
-                NodeState.COMPLETED,
-                cache_key=self.key(node_id).key,
-                attempts=1,
-                reason="expanded",
-            ),
-            store=True,
-        )
+        ui = self.ui.get(node_id, {})
+        self._reasons[node_id] = "expanded"
+        self._done(node_id, merged, ui)
+        return NodeOutput({"outputs": merged, "ui": ui}, 0.0)
 
-    def _complete(
-        self,
-        node_id: str,
-        outputs: list[list[Any]],
-        ui: dict[str, list[Any]],
-        report: NodeReport,
-        store: bool,
-    ) -> None:
-        self.outputs[node_id] = outputs
+    def _done(self, node_id: str, outputs: list[list[Any]], ui: dict[str, list[Any]]) -> None:
+        """A node's final output: its UI values, and its cache entry. Run-scoped keys
+        are stored too: they are the checkpoints a resumed run reads."""
         if ui:
             self.ui[node_id] = ui
-        if store:
-            self._store(node_id, outputs, ui)
-        self._report(report)
-        self._pending.waiting.pop(node_id, None)
-        for dependent in self._pending.blocking.pop(node_id, set()):
-            blockers = self._pending.waiting.get(dependent)
-            if blockers is not None:
-                blockers.discard(node_id)
-
-    def _fail(
-        self, node_id: str, class_type: str, exc: BaseException, task_run_id: str | None = None
-    ) -> None:
-        self.failed.add(node_id)
-        self._pending.waiting.pop(node_id, None)
-        self._report(
-            NodeReport(
-                node_id,
-                class_type,
-                NodeState.FAILED,
-                error=NodeError.from_exception(node_id, class_type, exc),
-                task_run_id=task_run_id,
-                cache_key=self._keys[node_id].key if node_id in self._keys else None,
-                attempts=1,
-                duration_s=getattr(exc, "nodegraph_seconds", None),
-            )
-        )
-        for dependent in sorted(self._pending.blocking.pop(node_id, set())):
-            self._mark_upstream_failed(dependent, node_id)
-
-    def _mark_upstream_failed(self, node_id: str, failed: str) -> None:
-        if node_id in self.failed:
+        key = self._keys.get(node_id)
+        if self.store is None or key is None:
             return
-        self.failed.add(node_id)
-        self._pending.waiting.pop(node_id, None)
-        class_type = self.dynprompt.get_node(node_id)["class_type"]
-        error = DependencyError(f"node {node_id} needs node {failed}, which failed")
-        self._report(
-            NodeReport(
-                node_id,
-                class_type,
-                NodeState.UPSTREAM_FAILED,
-                error=NodeError.from_exception(node_id, class_type, error),
-                reason=f"upstream node {failed} failed",
-            )
-        )
-        for dependent in sorted(self._pending.blocking.pop(node_id, set())):
-            self._mark_upstream_failed(dependent, node_id)
+        try:
+            self.store(key.key, NodeOutput({"outputs": outputs, "ui": ui}, 0.0))
+        except Exception as exc:  # an output that cannot be pickled is simply not cached
+            logger.warning("node %s: result not cached: %s", node_id, exc)
 
-    def _fail_cycle(self) -> None:
-        """Nothing can run but nodes wait: they wait on each other. As in ComfyUI, the
-        cycle is blamed on the node that expanded into it, if an expansion made it."""
-        stuck = sorted(self._pending.waiting)
-        ephemeral = next((n for n in stuck if self.dynprompt.get_display_node_id(n) != n), None)
-        blamed = stuck[0]
-        if ephemeral is not None:
-            display = self.dynprompt.get_display_node_id(ephemeral)
-            blamed = display if display in self._pending.waiting else ephemeral
-        class_type = self.dynprompt.get_node(blamed)["class_type"]
-        self._fail(
-            blamed,
-            class_type,
-            ComfyExecutionError(f"Dependency cycle detected among nodes {', '.join(stuck)}"),
-        )
-        for node_id in list(self._pending.waiting):
-            self._mark_upstream_failed(node_id, blamed)
+    # -- caching ----------------------------------------------------------------------
 
-    def _report(self, report: NodeReport) -> None:
-        self.reports[report.node_id] = report
-        if self.listener is not None:
-            self.listener(report, len(self.reports), max(self._total, len(self.reports)))
+    def key(self, node_id: str) -> NodeKey:
+        """The node's cache key, computed from the keys of the nodes it links to.
 
-    # -- caching --------------------------------------------------------------------------
-
-    def key(self, node_id: str) -> _Key:
-        """The node's cache key, computed from the keys of the nodes it links to."""
+        A node in a link cycle (which an expansion can make) gets a run-scoped key;
+        the run then fails the cycle."""
         stack = [node_id]
+        visiting: set[str] = set()  # waiting for the keys of the nodes above them
         while stack:
             current = stack[-1]
             if current in self._keys:
                 stack.pop()
                 continue
+            visiting.add(current)
             inputs = self.dynprompt.get_node(current).get("inputs", {})
             sources = [str(v[0]) for v in inputs.values() if is_link(v)]
-            todo = [s for s in sources if s not in self._keys]
+            todo = [s for s in sources if s not in self._keys and s not in visiting]
             if todo:
                 stack.extend(todo)
                 continue
@@ -556,7 +501,7 @@ class ComfyExecution:
             self._keys[current] = self._compute_key(current)
         return self._keys[node_id]
 
-    def _compute_key(self, node_id: str) -> _Key:
+    def _compute_key(self, node_id: str) -> NodeKey:
         node = self.dynprompt.get_node(node_id)
         class_type = node["class_type"]
         node_type = self.types[class_type]
@@ -564,7 +509,11 @@ class ComfyExecution:
         port_keys: dict[str, Any] = {}
         for input_name, value in node.get("inputs", {}).items():
             if is_link(value):
-                upstream = self._keys[str(value[0])]
+                upstream = self._keys.get(str(value[0]))
+                if upstream is None:  # a cycle through this link
+                    shared = False
+                    port_keys[input_name] = ("cycle", str(value[0]))
+                    continue
                 shared = shared and upstream.shared
                 port_keys[input_name] = ("edge", upstream.key, f"out{int(value[1])}", None)
             else:
@@ -590,7 +539,7 @@ class ComfyExecution:
             fingerprint,
             None if shared else self.run_id,
         )
-        return _Key(key, shared)
+        return NodeKey(key, "content" if shared else "run")
 
     def _is_changed(self, node_id: str, node: Mapping[str, Any], node_type: ComfyNodeType) -> Any:
         method = getattr(node_type.comfy_class, "IS_CHANGED", None)
@@ -613,40 +562,6 @@ class ComfyExecution:
         if any(isinstance(a, float) and math.isnan(a) for a in answers):
             return _ALWAYS
         return answers
-
-    def _from_cache(self, node_id: str) -> bool:
-        """Serve a node from the cache, if it is there; whether it was."""
-        if self.cache is None or self.refresh:
-            return False
-        key = self.key(node_id)
-        if not key.shared:
-            return False
-        hit = self.cache.load(key.key)
-        if hit is None:
-            return False
-        entry = hit.value
-        class_type = self.dynprompt.get_node(node_id)["class_type"]
-        self._complete(
-            node_id,
-            entry["outputs"],
-            entry.get("ui") or {},
-            NodeReport(
-                node_id, class_type, NodeState.CACHED, cache_tier=hit.tier, cache_key=key.key
-            ),
-            store=False,
-        )
-        return True
-
-    def _store(self, node_id: str, outputs: list[list[Any]], ui: dict[str, list[Any]]) -> None:
-        if self.cache is None:
-            return
-        key = self.key(node_id)
-        if not key.shared:
-            return
-        try:
-            self.cache.store(key.key, {"outputs": outputs, "ui": ui})
-        except Exception as exc:  # an output that cannot be pickled is simply not cached
-            logger.warning("node %s: result not cached: %s", node_id, exc)
 
 
 _ALWAYS = object()

@@ -23,7 +23,9 @@ from integration.result import NodeReport, NodeState, RunResult
 
 
 class RunInstruments:
-    """Metrics, spans and profile rows of one run; each part is off unless asked for."""
+    """Metrics, spans and profile rows of one run; each part is off unless asked for.
+    They are run hooks (``integration.engine.hooks.RunHooks``, which they satisfy
+    without importing the engine): the engine calls them as nodes start and finish."""
 
     def __init__(
         self,
@@ -62,7 +64,13 @@ class RunInstruments:
                 attributes={"graph.name": self.graph, "execution.id": self.run_id},
             )
 
-    def node_submitted(self, node_id: str, node_type: str) -> dict[str, Any] | None:
+    def run_started(self, name: str, total: int) -> None:
+        return None  # the run span opens in ``start``, before the engine exists
+
+    def run_finished(self, result: RunResult) -> None:
+        return None  # ``finish`` closes the run: it also builds the profile
+
+    def node_started(self, node_id: str, node_type: str) -> dict[str, Any] | None:
         """Called as a node is handed to its runner; what the worker needs to measure
         it and to continue its trace (``None`` when nothing is on)."""
         if self.metrics and node_id not in self._in_flight:
@@ -93,7 +101,12 @@ class RunInstruments:
         )
 
     def node_finished(
-        self, report: NodeReport, measured: Measured | None, cache_read_bytes: int | None = None
+        self,
+        report: NodeReport,
+        finished: int = 0,
+        total: int = 0,
+        measured: Measured | None = None,
+        cache_read_bytes: int | None = None,
     ) -> None:
         state = str(report.state)
         if self.metrics:

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +39,17 @@ from integration.cache.factory import cache_folder, hierarchy_for, signing_key_f
 from integration.cache.hierarchy import CacheHierarchy
 from integration.cache.history import record_run
 from integration.cache.keys import graph_keys
+from integration.comfy.signatures import Signatures
 from integration.config import (
     CachingConfig,
     FusionConfig,
     MonitoringConfig,
     NodegraphConfig,
     ResourceManagementConfig,
+    caching_for,
     load_config,
 )
+from integration.engine import Hooks, ListenerHooks, NodeListener, Scheduler, StartedHooks
 from integration.errors import ConfigError, NodegraphError
 from integration.graph.context import ProgressHook
 from integration.graph.load import GraphSource, load_graph
@@ -62,15 +66,21 @@ from integration.optimize import (
     optimizer_for,
 )
 from integration.plan import Plan, make_plan
+from integration.prefect.backend import ComfyTasks, NodeTasks, PrefectBackend
 from integration.prefect.client import reused_client
-from integration.prefect.execute import GraphExecution, NodeListener, NodeTasks
 from integration.prefect.heartbeat import flow_run_heartbeats, prefect_heartbeats_off
 from integration.prefect.monitor import Progress, publish_progress, run_monitor
 from integration.prefect.placement import place
+from integration.prefect.prompt import ComfyPrompt, is_comfy_graph, prepare_prompt
 from integration.prefect.reporting import RunReporter
-from integration.prefect.runners import DaskSettings, task_runner_for
+from integration.prefect.runners import DaskSettings, dask_settings, task_runner_for
 from integration.prefect.secrets import key_for_workers, resolve_secret_block
-from integration.prefect.storage import TieredResultStorage, key_policy
+from integration.prefect.storage import (
+    TieredResultStorage,
+    key_policy,
+    load_cached_value,
+    store_result,
+)
 from integration.prefect.tasks import PROGRESS_HOOKS, node_tags, start_tag_services
 from integration.resources import ResourcePool
 from integration.resources.memory import MemoryManager
@@ -110,17 +120,18 @@ class GraphRunFailed(NodegraphError):
 
 
 @dataclass
-class _Session:
-    """Per-call state that the caller of a flow shares with the flow body."""
+class RunSession:
+    """Per-call state that the caller of a run shares with the flow body: the
+    callbacks it wants, and where it learns the flow run id and can cancel."""
 
     listener: NodeListener | None = None
     results: list[RunResult] = field(default_factory=list)
     # Where a caller waiting on another thread learns the flow run id and can cancel.
     flow_run_id: str | None = None
-    execution: GraphExecution | None = None
+    execution: Scheduler | None = None
     running: threading.Event = field(default_factory=threading.Event)
 
-    def started(self, flow_run_id: str | None, execution: GraphExecution) -> None:
+    def started(self, flow_run_id: str | None, execution: Scheduler) -> None:
         self.flow_run_id, self.execution = flow_run_id, execution
         self.running.set()
 
@@ -134,20 +145,18 @@ class _Session:
     progress: tuple[str | None, Progress] | None = None
 
 
-_session: ContextVar[_Session | None] = ContextVar("nodegraph_session", default=None)
+_session: ContextVar[RunSession | None] = ContextVar("nodegraph_session", default=None)
 
 
-def _current_session() -> _Session | None:
+def _current_session() -> RunSession | None:
     # Flow bodies reach the ContextVar through this module-level function: process
     # pools pickle the flow with every task, and a ContextVar cannot be pickled.
     return _session.get()
 
 
 def registry_from_config(config: NodegraphConfig) -> NodeRegistry:
-    """The default registry plus the config's extra node paths and modules."""
-    return NodeRegistry.default(
-        extra_paths=config.execution.node_paths, modules=config.execution.node_modules
-    )
+    """``NodeRegistry.from_config``, under the name earlier callers know."""
+    return NodeRegistry.from_config(config)
 
 
 def prepare(
@@ -158,7 +167,7 @@ def prepare(
 ) -> Plan:
     """Load, bind and plan a graph; every stage before Prefect is involved."""
     config = config or load_config()
-    registry = registry or registry_from_config(config)
+    registry = registry or NodeRegistry.from_config(config)
     bound: BoundGraph = bind(load_graph(graph), registry)
     return make_plan(bound, outputs)
 
@@ -237,8 +246,12 @@ def flow_from_plan(
     }
     state = _FlowState(plan, tasks, label, max_workers, caching, refresh, resume)
     state.durations = durations
+    state.policies = policies
+    state.kill_on_timeout = processes
     if fusion is not None and (fusion.mode != "off" or fusion.batching):
-        state.optimizer = optimizer_for(plan, fusion, defaults, durations, caching, policies)
+        state.optimizer = optimizer_for(
+            plan, fusion, defaults, durations, caching, policies, workers=max_workers
+        )
     state.pool = pool
     state.cancel_check_seconds = cancel_check_seconds
     state.monitoring = monitoring
@@ -255,7 +268,7 @@ def flow_from_plan(
     def run_graph_flow(**inputs: Any) -> dict[str, Any]:
         return _run_body(state, inputs)
 
-    run_graph_flow.__signature__ = _signature(bound)  # type: ignore[attr-defined]
+    run_graph_flow.__signature__ = flow_signature(bound)  # type: ignore[attr-defined]
     run_graph_flow.__doc__ = bound.graph.description or f"Run the graph {bound.name!r}."
     return Flow(
         fn=run_graph_flow,
@@ -264,6 +277,59 @@ def flow_from_plan(
         task_runner=runner,
         validate_parameters=True,
     )
+
+
+def flow_from_prompt(
+    prompt: ComfyPrompt,
+    *,
+    strategy: str = "sequential",
+    processes: bool = False,
+    max_workers: int | None = None,
+    tag_node_types: bool = True,
+    caching: CachingConfig | None = None,
+    refresh: bool = False,
+    default_policy: ErrorPolicy | None = None,
+    resume: RunRecord | None = None,
+    dask: DaskSettings | None = None,
+    resource_management: ResourceManagementConfig | None = None,
+    monitoring: MonitoringConfig | None = None,
+    cancel_check_seconds: float = 1.0,
+) -> Flow[..., dict[str, Any]]:
+    """The Prefect flow that runs a ComfyUI prompt: the same body as a plan's
+    (``_run_body``), with the ComfyUI program adding the nodes as the run goes, and a
+    task per node call (``ComfyTasks``: the default policy's retries and timeout).
+    The flow takes no parameters: the prompt's inputs were applied when it was
+    checked. The settings mean what they mean for ``flow_from_plan``."""
+    if strategy == "distributed":
+        dask = dask or DaskSettings()
+        dask.workers = dask.workers or max_workers
+    runner = task_runner_for(
+        strategy,
+        processes=processes,
+        max_workers=max_workers,
+        dask=dask if strategy == "distributed" else None,
+        packs=prompt.packs(),
+    )
+    processes = processes and strategy == "parallel"
+    label = f"{strategy}{'+processes' if processes else ''}"
+    caching = resolve_secret_block(caching) if caching is not None and caching.enable else None
+    policy = default_policy or ErrorPolicy()
+    template = prompt.program(None, policy, None).plan()
+    state = _FlowState(template, {}, label, max_workers, caching, refresh, resume)
+    state.comfy = prompt
+    state.comfy_policy = policy
+    state.comfy_tasks = ComfyTasks(policy, tag_node_types)
+    state.cancel_check_seconds = cancel_check_seconds
+    state.monitoring = monitoring
+    if strategy != "distributed":
+        rm = resource_management or ResourceManagementConfig()
+        state.memory_limit = (rm.memory_mb or machine_memory_mb(), rm.offload_threshold)
+
+    def run_comfy_workflow() -> dict[str, Any]:
+        return _run_body(state, {})
+
+    run_comfy_workflow.__doc__ = f"Run the ComfyUI workflow {prompt.name!r}."
+    return Flow(fn=run_comfy_workflow, name=prompt.name, task_runner=runner)
 
 
 def _packs(plan: Plan) -> list[PackSource]:
@@ -288,13 +354,18 @@ class _FlowState:
     __slots__ = (
         "caching",
         "cancel_check_seconds",
+        "comfy",
+        "comfy_policy",
+        "comfy_tasks",
         "durations",
+        "kill_on_timeout",
         "max_workers",
         "memory_limit",
         "monitoring",
         "optimizer",
         "pool",
         "plan",
+        "policies",
         "refresh",
         "resume",
         "tag_sets",
@@ -327,6 +398,13 @@ class _FlowState:
         self.cancel_check_seconds = 1.0
         self.optimizer: ExecutionOptimizer | None = None
         self.durations: NodeDurations | None = None
+        # The nodes' effective error policies, and whether a timeout kills the process.
+        self.policies: dict[str, ErrorPolicy] = {}
+        self.kill_on_timeout = False
+        # A ComfyUI prompt instead of a plan: its program, policy and node call tasks.
+        self.comfy: ComfyPrompt | None = None
+        self.comfy_policy: ErrorPolicy | None = None
+        self.comfy_tasks: ComfyTasks | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_state_elsewhere, (self.plan.name,))
@@ -348,16 +426,24 @@ def _both(first: NodeListener, second: NodeListener | None) -> NodeListener:
 
 
 def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
+    """The one flow body: graph runs and ComfyUI prompts (``state.comfy``) alike get
+    the run record (and so ``nodegraph resume``), crash marking, events and artifacts,
+    metrics, spans and profiles, progress, cancel, heartbeats and memory relief."""
     if state is None:
         raise RuntimeError("a graph flow body runs only in the process that built the flow")
     session = _current_session()
-    values = resolve_inputs(state.plan.graph, inputs)
+    comfy = state.comfy
+    if comfy is None:
+        values = resolve_inputs(state.plan.graph, inputs)
+    else:
+        values = dict(comfy.inputs)  # applied to the prompt when it was checked
     flow_run = FlowRunContext.get()
     flow_run_id = str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None
     # Runs without a flow run (no API) still need an id for their record.
     run_id = flow_run_id
     record = None
     keys = None
+    scope = None
     recorded = writable = False
     if state.caching:
         writable = _check_cache_folder(cache_folder(state.caching))
@@ -365,39 +451,69 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
         _mark_crashed(folder)
         run_id = run_id or uuid.uuid4().hex
         scope = state.resume.scope if state.resume else run_id
-        keys = graph_keys(state.plan.graph, values, scope)
+        if comfy is None:
+            keys = graph_keys(state.plan.graph, values, scope)
         record = _begin_record(state, run_id, values, scope)
         recorded = save_record(folder, record, active=True)
+    program = None
+    plan = state.plan
+    if comfy is not None:
+        # A program holds its run's state, and its plan grows as the run goes.
+        program = comfy.program(scope or run_id, state.comfy_policy, None)
+        plan = program.plan()
     memory = _memory_manager(state, run_id, writable)
     instruments = _instruments(state, flow_run_id or run_id)
-    reporter = RunReporter.for_run(state.monitoring, state.plan, flow_run)
+    reporter = RunReporter.for_run(state.monitoring, plan, flow_run)
     listener = session.listener if session else None
     if reporter is not None:
         listener = reporter.listener(listener)
-    progress = Progress(state.plan.name, len(state.plan.order))
+    progress = Progress(plan.name, len(plan.order))
     listener = _both(progress.record, listener)
     with flow_run_heartbeats(session.heartbeat_seconds if session else None):
         try:
-            execution = GraphExecution(
-                state.plan,
+            backend = PrefectBackend(
                 state.tasks,
+                sequential=state.strategy == "sequential",
+                refresh=state.refresh,
+                flow_run_id=flow_run_id,
+                terminate=getattr(flow_run.task_runner, "terminate", None) if flow_run else None,
+                comfy=state.comfy_tasks,
+            )
+            cache = hierarchy_for(state.caching) if state.caching else None
+            if program is not None and cache is not None:
+                program.store = partial(store_result, cache)
+            execution = Scheduler(
+                plan,
+                backend,
                 values,
-                listener,
+                policies=state.policies,
+                hooks=Hooks(
+                    [
+                        instruments,
+                        StartedHooks(session.on_node_started)
+                        if session and session.on_node_started
+                        else None,
+                        ListenerHooks(listener),
+                    ]
+                ),
                 keys=keys,
-                cache=hierarchy_for(state.caching) if state.caching else None,
+                cache=cache,
+                load_cached=partial(load_cached_value, cache) if cache is not None else None,
                 refresh=state.refresh,
                 resuming=state.resume is not None,
-                run_id=flow_run_id,
                 pool=state.pool,
+                memory=memory,
+                optimizer=state.optimizer,
+                # Dask schedules what it receives; every node may be submitted up front.
+                window=max(len(plan.order), 1)
+                if state.strategy == "distributed" and comfy is None
+                else state.max_workers,
+                kill_on_timeout=state.kill_on_timeout,
                 replicate=getattr(flow_run.task_runner, "replicate", None) if flow_run else None,
                 lost_workers=getattr(flow_run.task_runner, "lost_workers", None)
                 if flow_run
                 else None,
-                memory=memory,
-                terminate=getattr(flow_run.task_runner, "terminate", None) if flow_run else None,
-                instruments=instruments,
-                on_node_started=session.on_node_started if session else None,
-                optimizer=state.optimizer,
+                program=program,
             )
             if instruments is not None:
                 instruments.start()
@@ -417,13 +533,7 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
                 state.cancel_check_seconds,
                 flow_run.flow_run.parent_task_run_id if flow_run and flow_run.flow_run else None,
             ):
-                if state.strategy == "sequential":
-                    result = execution.run_sequential()
-                elif state.strategy == "distributed":
-                    # Dask schedules what it receives; every node may be submitted up front.
-                    result = execution.run_parallel(window=max(len(state.plan.order), 1))
-                else:
-                    result = execution.run_parallel(window=state.max_workers)
+                result = execution.run()
             if state.cancel_check_seconds > 0:
                 if session is not None:
                     # Published once the flow run has ended: a label update while the
@@ -451,7 +561,11 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
         _record_durations(state, result)
     result.flow_run_id = flow_run_id
     if instruments is not None:
-        result.profile = instruments.finish(result, state.plan.graph.predecessors())
+        if comfy is None:
+            predecessors = state.plan.graph.predecessors()
+        else:
+            predecessors = {node_id: step.upstream for node_id, step in plan.steps.items()}
+        result.profile = instruments.finish(result, predecessors)
     if record is not None:
         assert state.caching is not None and execution.cache is not None
         _record_cache_use(state.caching, execution.cache, result)
@@ -557,12 +671,17 @@ def _check_cache_folder(root: Path) -> bool:
 
 def _begin_record(state: _FlowState, run_id: str, values: dict[str, Any], scope: str) -> RunRecord:
     plan = state.plan
+    if state.comfy is not None:  # the imported workflow and its roots: the same prompt
+        document, outputs = state.comfy.document(), list(state.comfy.roots)
+    else:
+        document = plan.graph.graph.model_dump(mode="json", by_alias=True, exclude_none=True)
+        outputs = [request.name for request in plan.outputs]
     return RunRecord.begin(
         run_id,
         plan.name,
-        plan.graph.graph.model_dump(mode="json", by_alias=True, exclude_none=True),
+        document,
         values,
-        [request.name for request in plan.outputs],
+        outputs,
         state.strategy.split("+")[0],
         scope,
         processes=state.strategy.endswith("+processes"),
@@ -612,7 +731,7 @@ def _record_cache_use(caching: CachingConfig, cache: CacheHierarchy, result: Run
     )
 
 
-def _signature(bound: BoundGraph) -> inspect.Signature:
+def flow_signature(bound: BoundGraph) -> inspect.Signature:
     # Keyword-only, so Prefect passes every parameter by name into **inputs.
     parameters = [
         inspect.Parameter(
@@ -653,7 +772,7 @@ def to_flow(
 
 
 def _configured_flow(
-    plan: Plan,
+    plan: Plan | ComfyPrompt,
     config: NodegraphConfig,
     strategy: str | None,
     processes: bool | None,
@@ -662,8 +781,25 @@ def _configured_flow(
     refresh: bool = False,
     resume: RunRecord | None = None,
 ) -> Flow[..., dict[str, Any]]:
-    """``flow_from_plan`` with arguments not given taken from the configuration."""
+    """``flow_from_plan`` (``flow_from_prompt`` for a ComfyUI prompt) with arguments
+    not given taken from the configuration."""
     caching = caching_for(config, cache)
+    if isinstance(plan, ComfyPrompt):
+        return flow_from_prompt(
+            plan,
+            strategy=strategy or config.execution.strategy,
+            processes=config.execution.processes if processes is None else processes,
+            max_workers=max_workers or config.execution.max_workers,
+            tag_node_types=config.execution.tag_node_types,
+            caching=caching,
+            refresh=refresh,
+            default_policy=default_policy(config),
+            resume=resume,
+            dask=dask_settings(config),
+            resource_management=config.resource_management,
+            monitoring=config.monitoring,
+            cancel_check_seconds=config.execution.cancel_check_seconds,
+        )
     return flow_from_plan(
         plan,
         strategy=strategy or config.execution.strategy,
@@ -680,27 +816,6 @@ def _configured_flow(
         cancel_check_seconds=config.execution.cancel_check_seconds,
         fusion=config.execution.fusion,
         durations=NodeDurations(cache_folder(config.caching)),
-    )
-
-
-def caching_for(config: NodegraphConfig, cache: bool | None) -> CachingConfig:
-    """The configured caching, switched on or off where a call says so (``cache``)."""
-    if cache is None:
-        return config.caching
-    return config.caching.model_copy(update={"enable": cache})
-
-
-def dask_settings(config: NodegraphConfig) -> DaskSettings:
-    """The distributed strategy's cluster settings from ``execution.*``."""
-    execution = config.execution
-    return DaskSettings(
-        address=execution.dask_address,
-        workers=execution.max_workers,
-        threads_per_worker=execution.threads_per_worker,
-        memory_limit=execution.worker_memory_limit,
-        resources=dict(execution.worker_resources),
-        gpus=execution.gpus,
-        spill_fraction=config.resource_management.offload_threshold,
     )
 
 
@@ -727,38 +842,35 @@ def run(
     only the nodes they need run.
 
     A ComfyUI workflow (a UI or API file, or a graph imported from one) runs with
-    ComfyUI's semantics (``integration.prefect.comfy.run_workflow``); its ``outputs``
-    are node ids, and the result's outputs are the output nodes' UI values.
+    ComfyUI's semantics (``integration.prefect.prompt``) through the same flow body,
+    so it is recorded and resumable like any graph run; its ``outputs`` are node ids,
+    and the result's outputs are the output nodes' UI values.
     """
     config = config or load_config()
-    registry = registry or registry_from_config(config)
-    from integration.comfy.signatures import Signatures
-    from integration.prefect.comfy import is_comfy_graph, run_workflow
-
+    registry = registry or NodeRegistry.from_config(config)
     loaded = load_graph(graph, Signatures.from_registry(registry))
-    if is_comfy_graph(loaded, registry):
-        return run_workflow(
-            loaded,
-            inputs=inputs,
-            outputs=outputs,
-            strategy=strategy,
-            processes=processes,
-            max_workers=max_workers,
-            registry=registry,
-            config=config,
-            on_node_finished=on_node_finished,
-            cache=cache,
-            refresh=refresh,
-        )
-    plan = prepare(loaded, outputs, registry, config)
-    values = resolve_inputs(plan.graph, inputs or {})
-    flow = _configured_flow(plan, config, strategy, processes, max_workers, cache, refresh)
-    session = _Session(
+    session = RunSession(
         listener=on_node_finished,
         on_node_started=on_node_started,
         on_node_progress=on_node_progress,
     )
-    return _call(flow, plan, values, on_node_finished, session)
+    prepared: Plan | ComfyPrompt
+    if is_comfy_graph(loaded, registry):
+        prepared, values = prepare_prompt(loaded, registry, None, outputs, inputs), {}
+    else:
+        prepared = prepare(loaded, outputs, registry, config)
+        values = resolve_inputs(prepared.graph, inputs or {})
+    return run_plan(
+        prepared,
+        values,
+        config,
+        strategy=strategy,
+        processes=processes,
+        max_workers=max_workers,
+        cache=cache,
+        refresh=refresh,
+        session=session,
+    )
 
 
 def resume(
@@ -781,28 +893,52 @@ def resume(
     if not config.caching.enable:
         raise ConfigError("resume reads finished nodes from the cache: enable caching")
     record = load_record(runs_folder(cache_folder(config.caching)), run_id)
-    plan = prepare(record.document, record.outputs, registry, config)
-    values = resolve_inputs(plan.graph, record.decoded_inputs())
-    flow = _configured_flow(
-        plan,
+    registry = registry or NodeRegistry.from_config(config)
+    document = load_graph(record.document, Signatures.from_registry(registry))
+    prepared: Plan | ComfyPrompt
+    if is_comfy_graph(document, registry):  # the recorded prompt, with its roots
+        prepared = prepare_prompt(
+            document, registry, None, record.outputs or None, record.decoded_inputs()
+        )
+        values: dict[str, Any] = {}
+    else:
+        prepared = prepare(document, record.outputs, registry, config)
+        values = resolve_inputs(prepared.graph, record.decoded_inputs())
+    return run_plan(
+        prepared,
+        values,
         config,
-        strategy or record.strategy,
-        record.processes if processes is None else processes,
-        max_workers or record.max_workers,
+        strategy=strategy or record.strategy,
+        processes=record.processes if processes is None else processes,
+        max_workers=max_workers or record.max_workers,
         resume=record,
+        session=RunSession(listener=on_node_finished),
     )
-    return _call(flow, plan, values, on_node_finished)
 
 
-def _call(
-    flow: Flow[..., Any],
-    plan: Plan,
+def run_plan(
+    plan: Plan | ComfyPrompt,
     values: dict[str, Any],
-    on_node_finished: NodeListener | None,
-    session: _Session | None = None,
+    config: NodegraphConfig,
+    *,
+    strategy: str | None = None,
+    processes: bool | None = None,
+    max_workers: int | None = None,
+    cache: bool | None = None,
+    refresh: bool = False,
+    resume: RunRecord | None = None,
+    session: RunSession | None = None,
 ) -> RunResult:
-    if session is None:
-        session = _Session(listener=on_node_finished)
+    """Run a plan as a Prefect flow run: the one entry point that ``run``, ``resume``,
+    ``submit`` and the ``run_graph`` deployment flow all go through.
+
+    ``plan`` may be a checked ComfyUI prompt (``integration.prefect.prompt``), whose
+    inputs are applied already (``values`` is then empty). ``values`` are the resolved
+    graph inputs; settings not given come from ``config``; ``session`` carries the
+    caller's callbacks and learns the flow run id.
+    """
+    flow = _configured_flow(plan, config, strategy, processes, max_workers, cache, refresh, resume)
+    session = session or RunSession()
     token = _session.set(session)
     try:
         with prefect_heartbeats_off() as session.heartbeat_seconds, reused_client():

@@ -57,8 +57,10 @@ class Progress:
         self.version = 0
 
     def record(self, report: NodeReport, finished: int = 0, total: int = 0) -> None:
-        """A node's report (a ``NodeListener``)."""
+        """A node's report (a ``NodeListener``); ``total`` grows with a graph that
+        grows as it runs (a ComfyUI prompt's)."""
         with self._lock:
+            self.total = max(self.total, total)
             if report.state != NodeState.PENDING:
                 self.done += 1
             self.failed += report.state in _FAILED

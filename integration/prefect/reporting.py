@@ -15,7 +15,11 @@ Events (``emit_event``, from the flow's own process, whatever the strategy):
   good, including those a ``fallback`` or ``skip`` policy absorbed (``payload.state``
   and the ``nodegraph.state`` label say which). Nodes that never ran (upstream failed,
   skipped after an upstream skip, pending behind a halt) emit nothing; the graph
-  event counts them.
+  event counts them. ``completed`` and ``cached`` events stop after
+  ``monitoring.max_node_events`` a run (1,000 by default: Prefect's server takes
+  milliseconds to store each event, which a 10,000-node fused run would wait on);
+  ``failed`` ones always go out, and the graph event's ``node_events_left_out`` says
+  how many were left out.
 - ``nodegraph.graph.completed`` on resource ``nodegraph.graph.<graph>`` when the run's
   outputs are available: run state ``completed`` or ``partial``, as the flow run ends
   Completed. ``nodegraph.graph.failed`` otherwise: ``failed``, ``halted``, or
@@ -33,16 +37,19 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
 from prefect.events import emit_event
+from prefect.events.schemas.events import Event, RelatedResource, Resource
+from prefect.events.worker import EventsWorker, should_emit_events
 
 from integration.config import MonitoringConfig
+from integration.engine.hooks import NodeListener
 from integration.graph.render import to_mermaid
 from integration.plan import Plan
-from integration.prefect.execute import NodeListener
 from integration.result import NodeReport, NodeState, RunResult, RunState
 
 logger = logging.getLogger("nodegraph.run")
@@ -64,6 +71,7 @@ _NODE_EVENTS = {
     NodeState.SKIPPED: "nodegraph.node.failed",  # only with an error: it failed itself
 }
 _SUCCEEDED = {RunState.COMPLETED, RunState.PARTIAL}
+_ROUTINE = (NodeState.COMPLETED, NodeState.CACHED)
 GRAPH_COMPLETED = "nodegraph.graph.completed"
 GRAPH_FAILED = "nodegraph.graph.failed"
 
@@ -90,7 +98,8 @@ class RunReporter:
     """Sends one graph run's events and artifacts, as the configuration asks.
 
     ``listener`` wraps the engine's node listener so that node events go out as node
-    reports arrive; ``finish`` publishes the artifacts, then the graph event.
+    reports arrive, ``completed`` and ``cached`` ones up to ``max_node_events`` a run
+    (failures always); ``finish`` publishes the artifacts, then the graph event.
     Reporting never fails a run: an error is logged once and the run goes on.
     """
 
@@ -101,6 +110,8 @@ class RunReporter:
         self.plan = plan
         self.graph = plan.name
         self._failed_once = False
+        self._routine_left = monitoring.max_node_events
+        self.node_events_left_out = 0
         self._related: list[dict[str, str]] = []
         flow_run = context.flow_run if context else None
         if flow_run is not None:
@@ -130,6 +141,11 @@ class RunReporter:
             "prefect.resource.role": "graph",
             "prefect.resource.name": self.graph,
         }
+        # Validated once: every node event of the run names the same related resources.
+        self._node_related = [
+            RelatedResource.model_validate(r) for r in [*self._related, self._graph_related]
+        ]
+        self._new_event_id = Event.model_fields["id"].default_factory
 
     @classmethod
     def for_run(
@@ -162,6 +178,18 @@ class RunReporter:
         name = node_event_name(report)
         if name is None:
             return
+        if report.state in _ROUTINE and self._routine_left is not None:
+            if self._routine_left == 0:
+                if not self.node_events_left_out:
+                    logger.info(
+                        "graph %r: no more node events for completed or cached nodes this "
+                        "run (monitoring.max_node_events: %d); failures still go out",
+                        self.graph,
+                        self.monitoring.max_node_events,
+                    )
+                self.node_events_left_out += 1
+                return
+            self._routine_left -= 1
         node_type = self.plan.steps[report.node_id].node.type
         resource = {
             "prefect.resource.id": f"nodegraph.node.{self.graph}.{report.node_id}",
@@ -172,16 +200,40 @@ class RunReporter:
             "nodegraph.node.pack": node_type.pack or "",
             "nodegraph.state": str(report.state),
         }
-        related = [*self._related, self._graph_related]
+        related = list(self._node_related)  # a list of its own: the worker extends it
         if report.task_run_id:
-            related.append(
-                {
-                    "prefect.resource.id": f"prefect.task-run.{report.task_run_id}",
-                    "prefect.resource.role": "task-run",
-                    "prefect.resource.name": report.node_id,
-                }
-            )
-        self._emit(name, resource, related, node_payload(self.graph, report, node_type.outputs))
+            task_run = {
+                "prefect.resource.id": f"prefect.task-run.{report.task_run_id}",
+                "prefect.resource.role": "task-run",
+                "prefect.resource.name": report.node_id,
+            }
+            related.append(RelatedResource.model_construct(root=task_run))
+        payload = node_payload(self.graph, report, node_type.outputs)
+        self._guard(self._send_node_event, name, resource, related, payload)
+
+    def _send_node_event(
+        self,
+        name: str,
+        resource: dict[str, str],
+        related: list[RelatedResource],
+        payload: dict[str, Any],
+    ) -> None:
+        """What ``emit_event`` does, without validating each event again: its
+        validators read Prefect settings per resource, about 50 µs an event, which is
+        most of a fused node's cost. The labels here have a fixed shape and the payload
+        is bounded (``MESSAGE_LIMIT``), so the checks cannot fail."""
+        if not should_emit_events():
+            return
+        event = Event.model_construct(
+            occurred=datetime.now(UTC),
+            event=name,
+            resource=Resource.model_construct(root=resource),
+            related=related,
+            payload=payload,
+            id=self._new_event_id(),
+            follows=None,
+        )
+        EventsWorker.instance().send(event)
 
     def finish(self, result: RunResult) -> None:
         """Publish the run's artifacts, then its graph event."""
@@ -192,7 +244,10 @@ class RunReporter:
                 graph_event_name(result.state),
                 self._graph_resource(str(result.state)),
                 self._related,
-                graph_payload(self.plan, result),
+                {
+                    **graph_payload(self.plan, result),
+                    "node_events_left_out": self.node_events_left_out,
+                },
             )
 
     def crashed(self, exc: BaseException) -> None:

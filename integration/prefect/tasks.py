@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextvars
 import copy
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from time import perf_counter
 from typing import Any
 
@@ -23,55 +23,28 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 
-from integration.errors import ErrorType, NodegraphError, NodeInputError, NodeOutputError
+from integration.engine.units import (
+    FusedNode,
+    NodeNotStarted,
+    NodeOutput,
+    SharedOutput,
+    SharedRun,
+    SharedTask,
+    Upstream,
+    annotate,
+    gather_inputs,
+    output_error,
+)
+from integration.engine.units import execute_shared as run_shared
 from integration.graph.context import ExecutionContext, ProgressHook
-from integration.graph.gcpause import gc_paused
 from integration.graph.nodetype import NodeType
 from integration.graph.policy import RetryPolicy
-from integration.graph.transforms import TransformSpec, apply_transform
 from integration.graph.validate import BoundNode
-from integration.observability.measure import Measured, NodeMeasurement
+from integration.observability.measure import NodeMeasurement
 from integration.observability.tracing import current_from
 from integration.prefect.locking import holding
 from integration.prefect.storage import NodeKeyPolicy, load_cached_value, store_result
 from integration.timeouts import call_with_timeout, invoke_in_process
-
-Upstream = tuple[Any, str | None, TransformSpec | None]
-"""How an input arrives: ``(producer, port, transform)``.
-
-The producer is an upstream ``NodeOutput`` (or a future of one, which Prefect resolves
-before the body runs) read at ``port``; with ``port=None`` it is the value itself, as
-for graph inputs.
-"""
-
-
-class NodeOutput:
-    """A node's output values by port, with the node function's own wall time and the
-    attempt (1 for the first try) that produced them."""
-
-    __slots__ = ("attempts", "duration_s", "measured", "values")
-
-    def __init__(
-        self,
-        values: dict[str, Any],
-        duration_s: float,
-        attempts: int = 1,
-        measured: Measured | None = None,
-    ) -> None:
-        self.values = values
-        self.duration_s = duration_s
-        self.attempts = attempts
-        self.measured = measured  # CPU time, peak memory, output size (when profiling)
-
-    def __repr__(self) -> str:
-        return f"NodeOutput(ports={list(self.values)}, duration_s={self.duration_s:.6f})"
-
-
-class NodeNotStarted(NodegraphError):
-    """The run stopped scheduling (a halt) before this already-submitted node began."""
-
-    error_type = ErrorType.DEPENDENCY
-
 
 _stopped_runs: set[str] = set()
 """Flow runs that start no more nodes: a node task submitted early (prefetched) checks
@@ -85,12 +58,6 @@ def stop_starting_nodes(flow_run_id: str, stop: bool = True) -> None:
         _stopped_runs.add(flow_run_id)
     else:
         _stopped_runs.discard(flow_run_id)
-
-
-class TransformError(NodegraphError, ValueError):
-    """An edge transform could not convert the value it received."""
-
-    error_type = NodeInputError.error_type
 
 
 def execute_node(
@@ -128,47 +95,16 @@ def execute_node(
             with current_from(observe.get("trace")), measurement:
                 outputs = _call_node(node_type, node_id, values, context, kill_after, timeout)
     except BaseException as exc:
-        _annotate(exc, perf_counter() - start, attempt)
+        annotate(exc, perf_counter() - start, attempt)
         exc.nodegraph_measured = measurement.result if measurement else None  # type: ignore[attr-defined]
         raise
     elapsed = perf_counter() - start
     error = output_error(node_type, node_id, outputs)
     if error is not None:
-        _annotate(error, elapsed, attempt)
+        annotate(error, elapsed, attempt)
         raise error
     measured = measurement.finish(outputs) if measurement else None
     return NodeOutput(outputs, elapsed, max(attempt, 1), measured)
-
-
-def output_error(
-    node_type: NodeType, node_id: str, outputs: Mapping[str, Any]
-) -> NodeOutputError | None:
-    """The error for outputs that do not match their declared types, if any."""
-    problems = node_type.check_outputs(outputs)
-    return NodeOutputError(f"node {node_id!r}: " + "; ".join(problems)) if problems else None
-
-
-def gather_inputs(
-    node_type: NodeType, node_id: str, literals: dict[str, Any], upstream: dict[str, Upstream]
-) -> dict[str, Any]:
-    """A node's input values: literals, plus upstream outputs read at their ports and
-    transformed; raises ``NodeInputError`` for values outside their ports' constraints."""
-    values = dict(literals)
-    for port, (producer, source_port, transform) in upstream.items():
-        value = producer if source_port is None else producer.values[source_port]
-        if transform is not None:
-            try:
-                value = apply_transform(transform, value)
-            except Exception as exc:
-                raise TransformError(
-                    f"node {node_id!r}: transform {transform.name!r} on input {port!r} "
-                    f"failed on {type(value).__name__}: {exc}"
-                ) from exc
-        values[port] = value
-    problems = node_type.check_inputs(values)
-    if problems:
-        raise NodeInputError(f"node {node_id!r}: " + "; ".join(problems))
-    return values
 
 
 def _call_node(
@@ -211,14 +147,6 @@ class ChildInvocation:
                 logger=logging.getLogger(f"nodegraph.node.{self.node_id}"),
             )
         return self.node_type.invoke(values, context)
-
-
-def _annotate(exc: BaseException, seconds: float, attempt: int) -> None:
-    try:
-        exc.nodegraph_duration_s = seconds  # type: ignore[attr-defined]
-        exc.nodegraph_attempts = max(attempt, 1)  # type: ignore[attr-defined]
-    except AttributeError:
-        pass
 
 
 class RetryCondition:
@@ -365,185 +293,41 @@ def fallback_task(
     return task
 
 
-class FusedNode:
-    """One node of a shared task (a fused segment or a batch), as the engine hands it.
-
-    ``upstream`` is shaped like ``Upstream`` but names producers by node id: one run
-    earlier in the same task, or one in the task's ``external`` mapping. A graph input
-    with a transform arrives as ``(value, None, transform)``.
-    """
-
-    __slots__ = ("cache_key", "halts", "literals", "node_id", "node_type", "observe", "upstream")
-
-    def __init__(
-        self,
-        node_type: NodeType,
-        node_id: str,
-        literals: dict[str, Any],
-        upstream: dict[str, Upstream],
-        cache_key: str | None,
-        observe: dict[str, Any] | None,
-        halts: bool,
-    ) -> None:
-        self.node_type = node_type
-        self.node_id = node_id
-        self.literals = literals
-        self.upstream = upstream
-        self.cache_key = cache_key
-        self.observe = observe
-        self.halts = halts
-
-
-class SharedTask:
-    """What a shared task runs: its nodes in order, whether they are a ``chain`` or a
-    ``batch``, the result storage their cache entries go to, and which outputs the
-    engine needs back (``keep``); other intermediate values are dropped once their
-    last consumer inside the task has run. ``locks`` is the node-key lock manager of
-    the run's cache policy, if it locks; ``refresh`` recomputes and overwrites what
-    the cache holds, as the run asked."""
-
-    __slots__ = ("consumers", "keep", "kind", "locks", "nodes", "refresh", "storage")
-
-    def __init__(
-        self,
-        kind: str,
-        nodes: list[FusedNode],
-        keep: set[str],
-        consumers: dict[str, list[str]],
-        storage: Any = None,
-        locks: Any = None,
-        refresh: bool = False,
-    ) -> None:
-        self.kind = kind
-        self.nodes = nodes
-        self.keep = keep
-        self.consumers = consumers  # consumers inside the task, by node id
-        self.storage = storage
-        self.locks = locks if storage is not None else None
-        self.refresh = refresh
-
-
-class SharedOutput:
-    """The nodes of a shared task that finished (``outputs``) and failed (``failures``);
-    ``cached`` names the tier of those another run stored while this one waited for
-    their locks (their outputs are the stored ones).
-
-    Its ``values`` look up ``(node id, port)`` pairs, so a consumer in another task reads
-    a shared task's result as it reads a ``NodeOutput``.
-    """
-
-    __slots__ = ("cached", "failures", "outputs")
-
-    def __init__(self) -> None:
-        self.outputs: dict[str, NodeOutput] = {}
-        self.failures: dict[str, BaseException] = {}
-        self.cached: dict[str, str] = {}
-
-    @property
-    def values(self) -> _PairLookup:
-        return _PairLookup(self.outputs)
-
-    def output_of(self, node_id: str) -> NodeOutput:
-        return self.outputs[node_id]
-
-
-class _PairLookup:
-    __slots__ = ("outputs",)
-
-    def __init__(self, outputs: dict[str, NodeOutput]) -> None:
-        self.outputs = outputs
-
-    def __getitem__(self, pair: tuple[str, str]) -> Any:
-        return self.outputs[pair[0]].values[pair[1]]
-
-
-class SharedTaskFailed(NodegraphError):
-    """A node of a shared task failed. ``shared_output`` holds what finished, and the
-    failures by node; the engine reports each node on its own."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.shared_output: SharedOutput | None = None
-
-
-def _producer_output(
-    node_id: str, done: dict[str, NodeOutput], external: Mapping[str, Any]
-) -> NodeOutput:
-    found = done.get(node_id)
-    if found is not None:
-        return found
-    produced = external[node_id]
-    return produced.output_of(node_id) if isinstance(produced, SharedOutput) else produced
-
-
-def _upstream_of(
-    fused: FusedNode, done: dict[str, NodeOutput], external: Mapping[str, Any]
-) -> dict[str, Upstream]:
-    """A fused node's inputs as ``execute_node`` takes them: producers named by id
-    replaced by their outputs."""
-    return {
-        port: (
-            (producer, None, transform)
-            if source_port is None
-            else (_producer_output(producer, done, external), source_port, transform)
-        )
-        for port, (producer, source_port, transform) in fused.upstream.items()
-    }
-
-
 def execute_shared(task: SharedTask, external: dict[str, Any]) -> SharedOutput:
-    """Run the nodes of a fused segment inline, in order, or a batch as one call.
-
-    Every node keeps its own input and output checks, timing and error: a failure is
-    recorded against its node, the nodes inside the task that depend on it do not run,
-    and the others go on (a ``halt`` node's failure stops the task). Each finished node
-    is stored under its own cache key. If any node failed the task raises
-    ``SharedTaskFailed`` (so the Prefect UI shows it failed), carrying what finished.
-
-    With node-key locks (``task.locks``), as Prefect's SERIALIZABLE isolation does for
-    a task of its own, a node runs and stores while holding its key's lock, and after
-    taking the lock it reads the key first: another run may have stored it meanwhile.
-    A chain holds one lock at a time; a batch takes its keys in sorted order.
-    """
-    result = SharedOutput()
+    """Run a fused segment or a batch (see ``integration.engine.units.execute_shared``)
+    inside its Prefect task: each node through ``execute_node``, under the node-key
+    locks of the run's cache policy, gated by the run's halt, and stored under its own
+    key in the run's result storage."""
     hierarchy = task.storage.hierarchy() if task.storage is not None else None
     run_context = TaskRunContext.get()
     flow_run_id = str(run_context.task_run.flow_run_id) if run_context else None
 
-    def finished(fused: FusedNode, output: NodeOutput) -> None:
-        result.outputs[fused.node_id] = output
+    def run_node(fused: FusedNode, upstream: dict[str, Upstream]) -> NodeOutput:
+        return execute_node(
+            fused.node_type, fused.node_id, fused.literals, upstream, observe=fused.observe
+        )
+
+    def store(fused: FusedNode, output: NodeOutput) -> None:
         if hierarchy is not None and fused.cache_key is not None:
             _store(hierarchy, fused.cache_key, output)
 
-    def stored_meanwhile(fused: FusedNode) -> bool:
+    def stored_meanwhile(fused: FusedNode) -> tuple[NodeOutput, str] | None:
         key = fused.cache_key
         if task.locks is None or hierarchy is None or key is None or task.refresh:
-            return False
+            return None
         if hierarchy.locate(key) is None:
-            return False
+            return None
         found = load_cached_value(hierarchy, key)
-        if found is None:
-            return False
-        result.outputs[fused.node_id], result.cached[fused.node_id], _ = found
-        return True
+        return None if found is None else (found[0], found[1])
 
-    if task.kind == "batch":
-        with holding(task.locks, [fused.cache_key for fused in task.nodes]):
-            _run_batch(task, external, result, flow_run_id, finished, stored_meanwhile)
-    else:
-        with gc_paused():  # the nodes' own objects are collected after, if need be
-            _run_chain(task, external, result, flow_run_id, finished, stored_meanwhile)
-    for node_id, output in result.outputs.items():
-        if node_id not in task.keep:
-            output.values = {}
-    if result.failures:
-        failed = ", ".join(
-            f"node {n!r}: {type(e).__name__}: {e}" for n, e in result.failures.items()
-        )
-        error = SharedTaskFailed(f"{len(result.failures)} node(s) failed in this task: {failed}")
-        error.shared_output = result
-        raise error
-    return result
+    how = SharedRun(
+        run_node,
+        hold=lambda keys: holding(task.locks, keys),
+        stopped=lambda: _stopped(flow_run_id),
+        store=store,
+        stored_meanwhile=stored_meanwhile,
+    )
+    return run_shared(task, external, how)
 
 
 def _store(hierarchy: Any, key: str, output: NodeOutput) -> None:
@@ -553,106 +337,8 @@ def _store(hierarchy: Any, key: str, output: NodeOutput) -> None:
         logging.getLogger("nodegraph.cache").warning("could not cache %s: %s", key, exc)
 
 
-Finished = Callable[[FusedNode, NodeOutput], None]
-StoredMeanwhile = Callable[[FusedNode], bool]
-
-
 def _stopped(flow_run_id: str | None) -> bool:
     return bool(_stopped_runs) and flow_run_id in _stopped_runs
-
-
-def _run_chain(
-    task: SharedTask,
-    external: dict[str, Any],
-    result: SharedOutput,
-    flow_run_id: str | None,
-    finished: Finished,
-    stored_meanwhile: StoredMeanwhile,
-) -> None:
-    done = result.outputs
-    blocked: set[str] = set()
-    left = {n: len(c) for n, c in task.consumers.items()}
-    for fused in task.nodes:
-        node_id = fused.node_id
-        if node_id in blocked:
-            blocked.update(task.consumers.get(node_id, ()))
-            continue
-        if _stopped(flow_run_id):
-            return  # the rest stays unreported here: the engine marks it pending
-        with holding(task.locks, [fused.cache_key]):
-            if not stored_meanwhile(fused):
-                try:
-                    upstream = _upstream_of(fused, done, external)
-                    output = execute_node(
-                        fused.node_type, node_id, fused.literals, upstream, observe=fused.observe
-                    )
-                except Exception as exc:
-                    result.failures[node_id] = exc
-                    blocked.update(task.consumers.get(node_id, ()))
-                    if fused.halts:
-                        return
-                    continue
-                finished(fused, output)
-        # Release producers inside the task whose last consumer here has run.
-        for producer in {p for p, port, _ in fused.upstream.values() if port is not None}:
-            if producer in left:
-                left[producer] -= 1
-                if left[producer] == 0 and producer not in task.keep and producer in done:
-                    done[producer].values = {}
-
-
-def _run_batch(
-    task: SharedTask,
-    external: dict[str, Any],
-    result: SharedOutput,
-    flow_run_id: str | None,
-    finished: Finished,
-    stored_meanwhile: StoredMeanwhile,
-) -> None:
-    node_type = task.nodes[0].node_type
-    if _stopped(flow_run_id):
-        return
-    # A batch function sees every port, as the node function would with its defaults.
-    defaults = {name: p.default for name, p in node_type.inputs.items() if not p.required}
-    ready: list[tuple[FusedNode, dict[str, Any]]] = []
-    for fused in task.nodes:
-        if stored_meanwhile(fused):
-            continue
-        try:
-            upstream = _upstream_of(fused, {}, external)
-            values = gather_inputs(node_type, fused.node_id, fused.literals, upstream)
-            ready.append((fused, {**defaults, **values}))
-        except Exception as exc:
-            result.failures[fused.node_id] = exc
-    if not ready:
-        return
-    assert node_type.batch is not None
-    start = perf_counter()
-    try:
-        returned = list(node_type.batch([values for _, values in ready]))
-        if len(returned) != len(ready):
-            raise NodeOutputError(
-                f"batch function of {node_type.qualified_name!r} returned {len(returned)} "
-                f"result(s) for {len(ready)} input set(s)"
-            )
-    except Exception as exc:
-        elapsed = perf_counter() - start
-        for fused, _ in ready:
-            _annotate(exc, elapsed, 1)
-            result.failures[fused.node_id] = exc
-        return
-    share = (perf_counter() - start) / len(ready)
-    for (fused, _), value in zip(ready, returned, strict=True):
-        try:
-            outputs = node_type.split_outputs(value)
-        except Exception as exc:
-            result.failures[fused.node_id] = exc
-            continue
-        error = output_error(node_type, fused.node_id, outputs)
-        if error is not None:
-            result.failures[fused.node_id] = error
-            continue
-        finished(fused, NodeOutput(outputs, share))
 
 
 SHARED_TASK: Task[..., SharedOutput] = Task(
