@@ -17,7 +17,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(autouse=True)
-def _server(prefect_server):
+def _server(prefect_server, monkeypatch):
+    # Untagged node tasks: a tagged task run first asks the server for a concurrency
+    # slot, a round trip per node that these tests do not look at.
+    monkeypatch.setenv("NODEGRAPH_EXECUTION__TAG_NODE_TYPES", "false")
     return prefect_server
 
 
