@@ -9,6 +9,8 @@ The file has the seed's ``execution_engine.yaml`` shape: ``execution``,
 at ``--config FILE``, ``$NODEGRAPH_CONFIG``, ``./nodegraph.yaml``, then
 ``~/.config/nodegraph/config.yaml``. Environment variables override the file, with
 ``__`` between levels: ``NODEGRAPH_EXECUTION__MAX_WORKERS=8``. Unknown keys are errors.
+A config built in code (``NodegraphConfig(execution=...)``) overrides both, field by field:
+the environment still supplies what the code leaves unset.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ Strategy = Literal["sequential", "parallel", "distributed"]
 ENV_PREFIX = "NODEGRAPH_"
 CONFIG_FILE_NAMES = (Path("nodegraph.yaml"), Path.home() / ".config" / "nodegraph" / "config.yaml")
 _environ: ContextVar[Mapping[str, str] | None] = ContextVar("nodegraph_environ", default=None)
+_file_data: ContextVar[Mapping[str, Any] | None] = ContextVar("nodegraph_file", default=None)
 
 
 class _MappingEnvSource(EnvSettingsSource):
@@ -64,6 +67,35 @@ class _MappingEnvSource(EnvSettingsSource):
             return super().decode_complex_value(field_name, field, value)
         except json.JSONDecodeError:
             return value
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The config file's mapping (``load_config``): the lowest of the sources."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: ``__call__`` gives the whole mapping
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_file_data.get() or {})
+
+
+class _CodeSource(PydanticBaseSettingsSource):
+    """Keyword arguments given in code, above the environment. A section passed as a
+    model counts only for the fields it sets, so that the environment still fills the
+    others (pydantic-settings merges mappings, but a model would replace them whole)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], init: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self._init = init
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: ``__call__`` gives the whole mapping
+
+    def __call__(self) -> dict[str, Any]:
+        return {
+            name: value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
+            for name, value in self._init().items()
+        }
 
 
 class _Section(BaseModel):
@@ -378,8 +410,12 @@ class NodegraphConfig(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment overrides the file, which arrives as init kwargs.
-        return (_MappingEnvSource(settings_cls), init_settings)
+        # Code overrides the environment, which overrides the file.
+        return (
+            _CodeSource(settings_cls, init_settings),
+            _MappingEnvSource(settings_cls),
+            _FileSource(settings_cls),
+        )
 
 
 def caching_for(config: NodegraphConfig, cache: bool | None) -> CachingConfig:
@@ -433,9 +469,9 @@ def load_config(
             f"unknown nodegraph environment variable(s): {', '.join(unknown_env)}; "
             "see the README's configuration section"
         )
-    token = _environ.set(env)
+    token, file_token = _environ.set(env), _file_data.set(data)
     try:
-        return NodegraphConfig(**data)
+        return NodegraphConfig()
     except ValidationError as exc:
         lines = [
             f"{'.'.join(str(p) for p in error['loc'])}: "
@@ -445,6 +481,7 @@ def load_config(
         raise ConfigError(f"invalid configuration ({where}):\n  " + "\n  ".join(lines)) from None
     finally:
         _environ.reset(token)
+        _file_data.reset(file_token)
 
 
 _NON_SETTINGS = {

@@ -325,6 +325,14 @@ def _private_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def _untagged_node_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Node tasks without type tags, unless a test's config asks for them: Prefect asks
+    the server for a tag concurrency slot before every tagged task run, a round trip per
+    node that only the tagging tests look at (``tests/test_reporting.py``)."""
+    monkeypatch.setenv("NODEGRAPH_EXECUTION__TAG_NODE_TYPES", "false")
+
+
 COMFY_TEST_PACK = ROOT / "nodes" / "comfy_testing"
 """The ComfyUI test pack: no default registry loads it, so tests that use it ask."""
 

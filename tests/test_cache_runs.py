@@ -17,10 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(autouse=True)
-def _server(prefect_server, monkeypatch):
-    # Untagged node tasks: a tagged task run first asks the server for a concurrency
-    # slot, a round trip per node that these tests do not look at.
-    monkeypatch.setenv("NODEGRAPH_EXECUTION__TAG_NODE_TYPES", "false")
+def _server(prefect_server):
     return prefect_server
 
 

@@ -21,10 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(autouse=True)
-def _server(prefect_server, monkeypatch):
-    # Untagged node tasks: a tagged task run first asks the server for a concurrency
-    # slot, a round trip per node that these semantics tests do not look at.
-    monkeypatch.setenv("NODEGRAPH_EXECUTION__TAG_NODE_TYPES", "false")
+def _server(prefect_server):
     return prefect_server
 
 
@@ -369,12 +366,8 @@ def test_a_failed_node_fails_its_consumers_and_other_outputs_finish(registry):
     assert values(result, fine) == [1.0]
 
 
-def test_distributed_on_real_dask_processes(registry, dask_cluster, monkeypatch):
-    # An environment section would replace the explicit one: the address must stay.
-    monkeypatch.delenv("NODEGRAPH_EXECUTION__TAG_NODE_TYPES")
-    config = NodegraphConfig(
-        execution=ExecutionConfig(dask_address=dask_cluster.address, tag_node_types=False)
-    )
+def test_distributed_on_real_dask_processes(registry, dask_cluster):
+    config = NodegraphConfig(execution=ExecutionConfig(dask_address=dask_cluster.address))
     g = builder()
     val_list = g.node("TestMakeListNode", value1=0.0, value2=0.5, value3=1.0)
     mix = g.node(

@@ -47,6 +47,19 @@ def test_environment_overrides_the_file_key_by_key(tmp_path):
     assert config.execution.strategy == "parallel"
 
 
+def test_a_section_built_in_code_overrides_the_environment_field_by_field(monkeypatch):
+    from integration.config import ExecutionConfig, NodegraphConfig
+
+    monkeypatch.setenv("NODEGRAPH_EXECUTION__TAG_NODE_TYPES", "false")
+    monkeypatch.setenv("NODEGRAPH_EXECUTION__MAX_WORKERS", "7")
+    config = NodegraphConfig(execution=ExecutionConfig(strategy="parallel", max_workers=3))
+    # What the code sets wins; what it leaves unset still comes from the environment.
+    assert (config.execution.strategy, config.execution.max_workers) == ("parallel", 3)
+    assert config.execution.tag_node_types is False
+    explicit = NodegraphConfig(execution=ExecutionConfig(tag_node_types=True))
+    assert explicit.execution.tag_node_types is True
+
+
 def test_unknown_keys_in_the_file_are_errors(tmp_path):
     path = write(tmp_path, "execution:\n  stratgy: parallel\nextras: 1\n")
     with pytest.raises(ConfigError) as caught:

@@ -324,7 +324,7 @@ def _task_runs(flow_run_id: str, expected: int) -> dict:
 @pytest.mark.integration
 def test_task_runs_are_tagged_with_node_type_and_pack_unless_switched_off(prefect_server, registry):
     # Fusion off: the core nodes are declared cheap, and fused they share task runs.
-    tagged = NodegraphConfig(execution=ExecutionConfig(fusion="off"))
+    tagged = NodegraphConfig(execution=ExecutionConfig(fusion="off", tag_node_types=True))
     result = integration.run(EXAMPLES / "hello.yaml", registry=registry, config=tagged, cache=False)
     runs = _task_runs(result.flow_run_id, 4)
     assert sorted(runs["shout"].tags) == ["core.upper", "pack:core"]

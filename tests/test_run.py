@@ -224,7 +224,7 @@ def test_one_task_run_per_node_named_and_tagged_with_futures_as_inputs(registry,
     from prefect.client.orchestration import get_client
 
     # Fusion off: the core nodes are declared cheap, and fused they share task runs.
-    config = NodegraphConfig(execution=ExecutionConfig(fusion="off"))
+    config = NodegraphConfig(execution=ExecutionConfig(fusion="off", tag_node_types=True))
     result = run(EXAMPLES / "hello.yaml", registry, strategy=strategy, config=config)
     runs = _task_runs(result.flow_run_id, 4)
     assert set(runs) == {"greeting", "shout", "letters", "doubled"}
@@ -237,13 +237,6 @@ def test_one_task_run_per_node_named_and_tagged_with_futures_as_inputs(registry,
         flow = client.read_flow(flow_run.flow_id)
     assert flow.name == "hello"
     assert flow_run.parameters == {"name": "world"}
-
-
-def test_type_tags_can_be_turned_off(registry):
-    config = NodegraphConfig(execution=ExecutionConfig(tag_node_types=False, fusion="off"))
-    result = run(EXAMPLES / "hello.yaml", registry, config=config)
-    runs = _task_runs(result.flow_run_id, 4)
-    assert all(r.tags == [] for r in runs.values())
 
 
 def test_to_flow_parameters_come_from_graph_inputs(registry):
