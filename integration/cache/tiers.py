@@ -218,9 +218,15 @@ class DiskTier(Tier):
         path = self._path(key)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary.write_bytes(data)
-            previous = path.stat().st_size if path.exists() else 0
+            try:
+                temporary.write_bytes(data)
+            except FileNotFoundError:  # the shard's first entry (a first run, per shard)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                temporary.write_bytes(data)
+            try:
+                previous = os.stat(path).st_size
+            except FileNotFoundError:
+                previous = 0
             os.replace(temporary, path)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
