@@ -689,15 +689,15 @@ class Scheduler:
         inside = set(live)
         external: dict[str, Any] = {}
         fused: list[FusedNode] = []
-        consumers: dict[str, list[str]] = {}
+        # Readers in order, each once (two ports may read one producer): a dict, since a
+        # level segment's producer may have tens of thousands of readers.
+        consumers: dict[str, dict[str, None]] = {}
         for node_id in live:
             step = self.plan.steps[node_id]
 
             def by_id(source: str, port: str, node_id: str = node_id) -> tuple[Any, Any]:
                 if source in inside:
-                    readers = consumers.setdefault(source, [])
-                    if node_id not in readers:  # two ports may read one producer
-                        readers.append(node_id)
+                    consumers.setdefault(source, {})[node_id] = None
                 elif source not in external:
                     external[source] = self._producer(source)
                 return source, port
@@ -717,7 +717,8 @@ class Scheduler:
             or any(c in self._running and c not in inside for c in self._successors[n])
         }
         self._handed[segment.head] = {"upstream": external}
-        spec = SharedTask(segment.kind, fused, keep, consumers, refresh=self.refresh)
+        readers = {source: list(found) for source, found in consumers.items()}
+        spec = SharedTask(segment.kind, fused, keep, readers, refresh=self.refresh)
         return Submission(
             segment.head, "shared", live, {"task": spec, "external": external, "name": segment.name}
         )
