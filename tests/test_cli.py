@@ -126,6 +126,28 @@ def test_a_large_run_summary_lists_only_what_did_not_complete():
     assert "┃ node" not in buffer.getvalue()  # no empty table
 
 
+def test_large_outputs_and_problem_lists_are_shortened_with_their_totals():
+    from integration.cli import render
+    from integration.graph.validate import GraphValidationError, Problem
+    from integration.result import RunResult
+
+    # A graph whose every leaf is an output (no ``outputs:``) may have 50,000 of them.
+    outputs = {f"out{i}": i for i in range(150)}
+    buffer = io.StringIO()
+    render.run_summary(Console(file=buffer, width=120), RunResult("wide", "completed", outputs, {}))
+    text = buffer.getvalue()
+    assert "out99" in text and "out100" not in text
+    assert "100 of 150 outputs shown (--json: all)" in " ".join(text.split())
+
+    problems = [Problem(f"n{i}", "type_mismatch", "wrong type") for i in range(120)]
+    problems += [Problem(f"m{i}", "input_fed_twice", "fed twice") for i in range(30)]
+    buffer = io.StringIO()
+    render.problems(Console(file=buffer, width=120), GraphValidationError("wide", problems, {}))
+    text = " ".join(buffer.getvalue().split())
+    assert "(150 problems)" in text and "n99" in text and "n100" not in text
+    assert "100 of 150 problems shown (--json: all): 120 type_mismatch, 30 input_fed_twice" in text
+
+
 def nodegraph(*args, env=None):
     command = [str(Path(sys.executable).parent / "nodegraph"), *map(str, args)]
     return subprocess.run(

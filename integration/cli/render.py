@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
@@ -230,8 +231,12 @@ def run_summary(console: Console, result: RunResult) -> None:
         outputs = Table(title="outputs", title_justify="left", show_header=False)
         outputs.add_column("name", style="bold")
         outputs.add_column("value", overflow="fold")
-        for name, value in result.outputs.items():
+        shown = list(result.outputs.items())[:SUMMARY_ROWS]
+        for name, value in shown:
             outputs.add_row(name, _short(to_jsonable(value)))
+        if len(result.outputs) > len(shown):  # a graph whose every leaf is an output
+            outputs.caption = f"{len(shown)} of {len(result.outputs)} outputs shown (--json: all)"
+            outputs.caption_justify = "left"
         console.print(outputs)
     if result.skipped:
         console.print(
@@ -262,10 +267,16 @@ def problems(console: Console, error: GraphValidationError) -> None:
     table.add_column("node")
     table.add_column("problem", style="yellow")
     table.add_column("message", overflow="fold")
-    for node_id, found in error.by_node().items():
-        for problem in found:
-            detail = f" ({problem.details})" if problem.details else ""
-            table.add_row(node_id, problem.code, escape(problem.message + detail))
+    listed = [(node_id, p) for node_id, found in error.by_node().items() for p in found]
+    for node_id, problem in listed[:SUMMARY_ROWS]:
+        detail = f" ({problem.details})" if problem.details else ""
+        table.add_row(node_id, problem.code, escape(problem.message + detail))
+    if count > SUMMARY_ROWS:  # thousands of rows take rich minutes to lay out
+        codes = Counter(p.code for _, p in listed)
+        table.caption = f"{SUMMARY_ROWS} of {count} problems shown (--json: all): " + ", ".join(
+            f"{n} {code}" for code, n in codes.most_common()
+        )
+        table.caption_justify = "left"
     console.print(table)
 
 
