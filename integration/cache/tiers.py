@@ -14,6 +14,7 @@ for every tier.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from abc import ABC, abstractmethod
@@ -166,6 +167,7 @@ class DiskTier(Tier):
         if max_bytes <= 0:
             raise ValueError("disk tier: max_bytes must be positive")
         self.root = Path(root) if root is not None else default_cache_dir()
+        self._root = str(self.root)
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         problem = writable_problem(self.root)
@@ -176,10 +178,12 @@ class DiskTier(Tier):
             ) from problem
         self._bytes = sum(size for _, size, _ in self._scan())
 
-    def _path(self, key: str) -> Path:
+    def _path(self, key: str) -> str:
+        # Strings, not Paths: a run touches the disk tier a few times per node, and
+        # pathlib's parsing costs more than the system calls it wraps.
         if not key or "/" in key or key.startswith("."):
             raise ValueError(f"disk tier: invalid key {key!r}")
-        return self.root / key[:2] / key
+        return f"{self._root}/{key[:2]}/{key}"
 
     def _scan(self) -> list[tuple[Path, int, float]]:
         found = []
@@ -201,7 +205,8 @@ class DiskTier(Tier):
     def get(self, key: str) -> bytes | None:
         path = self._path(key)
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as handle:
+                data = handle.read()
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -216,20 +221,24 @@ class DiskTier(Tier):
         if len(data) > self.max_bytes:
             return
         path = self._path(key)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+        folder, name = os.path.split(path)
+        temporary = f"{folder}/.{name}.{os.getpid()}.{threading.get_ident()}"
         try:
             try:
-                temporary.write_bytes(data)
+                handle = open(temporary, "wb")
             except FileNotFoundError:  # the shard's first entry (a first run, per shard)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                temporary.write_bytes(data)
+                os.makedirs(folder, exist_ok=True)
+                handle = open(temporary, "wb")
+            with handle:
+                handle.write(data)
             try:
                 previous = os.stat(path).st_size
             except FileNotFoundError:
                 previous = 0
             os.replace(temporary, path)
         except OSError as exc:
-            temporary.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
             raise TierUnavailable(
                 f"disk tier: cannot write {path}: {describe(exc)}", folder_cause(self.root, exc)
             ) from exc
@@ -249,13 +258,13 @@ class DiskTier(Tier):
         self._bytes = total
 
     def exists(self, key: str) -> bool:
-        return self._path(key).exists()
+        return os.path.exists(self._path(key))
 
     def delete(self, key: str) -> None:
         path = self._path(key)
         try:
-            size = path.stat().st_size
-            path.unlink()
+            size = os.stat(path).st_size
+            os.unlink(path)
         except FileNotFoundError:
             return
         with self._lock:

@@ -212,6 +212,7 @@ class LeasedFileLockManager(_LeasedLockManager):
 
     def __init__(self, lock_files_directory: Path, lease_seconds: float = DEFAULT_LEASE_S) -> None:
         self.lock_files_directory = Path(lock_files_directory).expanduser()
+        self._folder = str(self.lock_files_directory)
         self.lease_seconds = lease_seconds
         self._off = False
 
@@ -225,8 +226,8 @@ class LeasedFileLockManager(_LeasedLockManager):
     def __repr__(self) -> str:
         return f"LeasedFileLockManager({str(self.lock_files_directory)!r})"
 
-    def _path(self, key: str) -> Path:
-        return self.lock_files_directory / f"{key}.lock"
+    def _path(self, key: str) -> str:
+        return f"{self._folder}/{key}.lock"  # a string: pathlib costs more than the lock
 
     def _record(self, holder: str, lease: float) -> bytes:
         expiry = time.time() + lease
@@ -244,7 +245,7 @@ class LeasedFileLockManager(_LeasedLockManager):
             }
         ).encode()
 
-    def _create(self, path: Path, holder: str, lease: float) -> bool:
+    def _create(self, path: str, holder: str, lease: float) -> bool:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -258,7 +259,7 @@ class LeasedFileLockManager(_LeasedLockManager):
             os.close(fd)
         return True
 
-    def _read(self, path: Path) -> dict[str, Any] | None:
+    def _read(self, path: str) -> dict[str, Any] | None:
         """The lock's record with its ``inode``, or ``None`` when there is no lock.
 
         A file just created and not yet written, or one in a format this version does
@@ -296,12 +297,12 @@ class LeasedFileLockManager(_LeasedLockManager):
             return "its lease expired"
         return None
 
-    def _take_over(self, path: Path, key: str, info: dict[str, Any], why: str) -> None:
+    def _take_over(self, path: str, key: str, info: dict[str, Any], why: str) -> None:
         try:
             stat = os.stat(path)
             if (stat.st_ino, stat.st_mtime_ns) != info["inode"]:
                 return  # renewed or replaced since it was read: look again
-            path.unlink()
+            os.unlink(path)
         except FileNotFoundError:
             return
         logger.warning("cache: lock of node key %s taken over: %s", _short(key), why)
@@ -374,7 +375,8 @@ class LeasedFileLockManager(_LeasedLockManager):
         try:
             info = self._read(path)
             if info is not None and info.get("holder") == holder:
-                path.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
             elif info is not None:
                 _warn_taken_over(key)
         except OSError as exc:

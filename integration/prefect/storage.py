@@ -23,13 +23,16 @@ construction and never has to be saved on a server, temporary or persistent.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
 from prefect.cache_policies import CachePolicy
 from prefect.filesystems import WritableFileSystem
-from prefect.results import ResultRecord, ResultRecordMetadata, get_default_result_serializer
+from prefect.results import ResultRecord, ResultRecordMetadata, resolve_serializer
+from prefect.serializers import Serializer
+from prefect.settings import get_current_settings
 from pydantic import SecretStr
 
 from integration.cache.factory import cache_folder, hierarchy_for
@@ -140,12 +143,19 @@ def load_cached_value(hierarchy: CacheHierarchy, key: str) -> tuple[Any, str, in
     return ResultRecord.deserialize(payload).result, tier, len(payload)
 
 
+@functools.lru_cache(maxsize=8)
+def _default_serializer(name: str) -> Serializer:
+    """Prefect's default result serializer, resolved once per setting rather than once
+    per stored node (``get_default_result_serializer`` builds a new one each call)."""
+    return resolve_serializer(name)
+
+
 def store_result(hierarchy: CacheHierarchy, key: str, value: Any) -> None:
     """Persist ``value`` under ``key`` as Prefect's result store would (a serialized
     ``ResultRecord``), for nodes whose task is shared: fused and batched nodes keep
     their own cache entries, readable by ``load_cached_value`` and by Prefect alike."""
+    serializer = _default_serializer(get_current_settings().results.default_serializer)
     record = ResultRecord(
-        result=value,
-        metadata=ResultRecordMetadata(serializer=get_default_result_serializer(), storage_key=key),
+        result=value, metadata=ResultRecordMetadata(serializer=serializer, storage_key=key)
     )
     hierarchy.store_bytes(key, record.serialize())
