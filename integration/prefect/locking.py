@@ -48,8 +48,10 @@ import anyio.to_thread
 from prefect.context import TaskRunContext
 from prefect.locking.protocol import LockManager
 from prefect.logging import get_run_logger
+from redis.backoff import NoBackoff
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
+from redis.retry import Retry
 
 from integration.cache.besteffort import describe, writable_problem
 from integration.cache.factory import cache_folder
@@ -418,9 +420,15 @@ class LeasedRedisLockManager(_LeasedLockManager):
         self.prefix = prefix
         self.lease_seconds = lease_seconds
         self.timeout_seconds = timeout_seconds
-        # A frozen server must cost a timeout, not a hang.
+        # A frozen server must cost a timeout, not a hang; a dead one a refused
+        # connection, not redis-py's default three retries with back-off (seconds per
+        # lock, for every node of the run), as for the Redis tier.
         self.client = redis_from_url(
-            url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
+            url,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
         )
         self._locks: dict[str, Lock] = {}
         self._off = False
