@@ -210,9 +210,7 @@ def flow_from_plan(
     share tasks and batchable ones share calls (``integration.optimize``), judged by
     the recorded ``durations``, which every run adds to.
     """
-    if strategy == "distributed":
-        dask = dask or DaskSettings()
-        dask.workers = dask.workers or max_workers
+    dask = _dask_for(strategy, dask, max_workers)
     pool, placement = place(plan, strategy, dask, resource_management)
     runner = task_runner_for(
         strategy,
@@ -224,7 +222,7 @@ def flow_from_plan(
     )
     processes = processes and strategy == "parallel"
     label = f"{strategy}{'+processes' if processes else ''}"
-    caching = resolve_secret_block(caching) if caching is not None and caching.enable else None
+    caching = _resolved(caching)
     storage = None
     if caching is not None:
         address = dask.address if strategy == "distributed" and dask else None
@@ -253,16 +251,12 @@ def flow_from_plan(
             plan, fusion, defaults, durations, caching, policies, workers=max_workers
         )
     state.pool = pool
-    state.cancel_check_seconds = cancel_check_seconds
-    state.monitoring = monitoring
+    _watch(state, strategy, cancel_check_seconds, monitoring, resource_management)
     if strategy != "distributed":
         # From the nodes, not their tasks: building a task per node costs ~15 µs each.
         state.tag_sets = {frozenset(node_tags(t.node, t.tag_type)) for t in tasks.values()} - {
             frozenset()
         }
-    if strategy != "distributed":
-        rm = resource_management or ResourceManagementConfig()
-        state.memory_limit = (rm.memory_mb or machine_memory_mb(), rm.offload_threshold)
     bound = plan.graph
 
     def run_graph_flow(**inputs: Any) -> dict[str, Any]:
@@ -300,36 +294,58 @@ def flow_from_prompt(
     task per node call (``ComfyTasks``: the default policy's retries and timeout).
     The flow takes no parameters: the prompt's inputs were applied when it was
     checked. The settings mean what they mean for ``flow_from_plan``."""
-    if strategy == "distributed":
-        dask = dask or DaskSettings()
-        dask.workers = dask.workers or max_workers
+    dask = _dask_for(strategy, dask, max_workers)
     runner = task_runner_for(
-        strategy,
-        processes=processes,
-        max_workers=max_workers,
-        dask=dask if strategy == "distributed" else None,
-        packs=prompt.packs(),
+        strategy, processes=processes, max_workers=max_workers, dask=dask, packs=prompt.packs()
     )
     processes = processes and strategy == "parallel"
     label = f"{strategy}{'+processes' if processes else ''}"
-    caching = resolve_secret_block(caching) if caching is not None and caching.enable else None
     policy = default_policy or ErrorPolicy()
     template = prompt.program(None, policy, None).plan()
-    state = _FlowState(template, {}, label, max_workers, caching, refresh, resume)
+    state = _FlowState(template, {}, label, max_workers, _resolved(caching), refresh, resume)
     state.comfy = prompt
     state.comfy_policy = policy
     state.comfy_tasks = ComfyTasks(policy, tag_node_types)
-    state.cancel_check_seconds = cancel_check_seconds
-    state.monitoring = monitoring
-    if strategy != "distributed":
-        rm = resource_management or ResourceManagementConfig()
-        state.memory_limit = (rm.memory_mb or machine_memory_mb(), rm.offload_threshold)
+    _watch(state, strategy, cancel_check_seconds, monitoring, resource_management)
 
     def run_comfy_workflow() -> dict[str, Any]:
         return _run_body(state, {})
 
     run_comfy_workflow.__doc__ = f"Run the ComfyUI workflow {prompt.name!r}."
     return Flow(fn=run_comfy_workflow, name=prompt.name, task_runner=runner)
+
+
+def _dask_for(
+    strategy: str, dask: DaskSettings | None, max_workers: int | None
+) -> DaskSettings | None:
+    """The Dask settings a strategy runs with: none but for ``distributed``, whose
+    local cluster gets ``max_workers`` workers unless the settings say otherwise."""
+    if strategy != "distributed":
+        return None
+    dask = dask or DaskSettings()
+    dask.workers = dask.workers or max_workers
+    return dask
+
+
+def _resolved(caching: CachingConfig | None) -> CachingConfig | None:
+    """``caching`` when enabled, its secret block read; ``None`` when off."""
+    return resolve_secret_block(caching) if caching is not None and caching.enable else None
+
+
+def _watch(
+    state: _FlowState,
+    strategy: str,
+    cancel_check_seconds: float,
+    monitoring: MonitoringConfig | None,
+    resource_management: ResourceManagementConfig | None,
+) -> None:
+    """What a flow's body watches while it runs: cancels, what it publishes, and (in
+    this machine's processes) memory."""
+    state.cancel_check_seconds = cancel_check_seconds
+    state.monitoring = monitoring
+    if strategy != "distributed":
+        rm = resource_management or ResourceManagementConfig()
+        state.memory_limit = (rm.memory_mb or machine_memory_mb(), rm.offload_threshold)
 
 
 def _packs(plan: Plan) -> list[PackSource]:
