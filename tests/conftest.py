@@ -18,6 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -91,7 +95,7 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, limit_s
 
 
 def _drain_prefect_clients() -> None:
-    """Send buffered logs and events while the server still listens.
+    """Send buffered logs, events and runs' final counts while the server still listens.
 
     Otherwise the workers retry against a stopped server at interpreter exit.
     """
@@ -99,6 +103,10 @@ def _drain_prefect_clients() -> None:
         return
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
+
+    from integration.prefect.monitor import finish_publishing
+
+    finish_publishing()
 
     APILogWorker.drain_all(timeout=20)
     EventsWorker.drain_all(timeout=20)
@@ -331,6 +339,21 @@ def _untagged_node_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
     the server for a tag concurrency slot before every tagged task run, a round trip per
     node that only the tagging tests look at (``tests/test_reporting.py``)."""
     monkeypatch.setenv("NODEGRAPH_EXECUTION__TAG_NODE_TYPES", "false")
+
+
+@pytest.fixture(scope="module")
+def spans() -> InMemorySpanExporter:
+    """An in-memory span exporter for the module's tests, on the one SDK tracer provider
+    of the test process (OpenTelemetry allows one)."""
+    exporter = InMemorySpanExporter()
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        current.add_span_processor(SimpleSpanProcessor(exporter))
+    else:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+    return exporter
 
 
 COMFY_TEST_PACK = ROOT / "nodes" / "comfy_testing"

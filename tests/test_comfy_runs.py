@@ -15,12 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prefect.client.orchestration import get_client
-from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 from prometheus_client.parser import text_string_to_metric_families
 
 import integration
@@ -32,6 +27,7 @@ from integration.result import NodeState, RunState
 from integration.runs import load_record, runs_folder
 from tests.conftest import COMFY_TEST_PACK, FIXTURES, free_port
 from tests.reliability.support import ROOT, assert_no_traceback, cli
+from tests.support import executions, nodegraph_events, settled
 
 pytestmark = pytest.mark.integration
 
@@ -103,27 +99,6 @@ def _chains(log: Path) -> dict:
     return prompt
 
 
-def _executions(log: Path) -> list[tuple[str, float, str]]:
-    if not log.exists():
-        return []
-    rows = []
-    for line in log.read_text().splitlines():
-        kind, _pid, at, value = line.split()
-        rows.append((kind, float(at), value))
-    return rows
-
-
-def _settled(log: Path, quiet_s: float = 0.5, limit_s: float = 10) -> list:
-    rows, deadline = _executions(log), time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        time.sleep(quiet_s)
-        now = _executions(log)
-        if now == rows:
-            break
-        rows = now
-    return rows
-
-
 def test_a_killed_prompt_resumes_without_recomputing_finished_nodes(tmp_path, _private_cache_dir):
     pack = tmp_path / "sleepers"
     pack.mkdir()
@@ -141,7 +116,7 @@ def test_a_killed_prompt_resumes_without_recomputing_finished_nodes(tmp_path, _p
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and child.poll() is None:
-            if any(row[0] == "end" for row in _executions(log)):
+            if any(row[0] == "end" for row in executions(log)):
                 break
             time.sleep(0.02)
         time.sleep(0.2)  # the next node is mid-sleep
@@ -153,10 +128,12 @@ def test_a_killed_prompt_resumes_without_recomputing_finished_nodes(tmp_path, _p
         out.close()
         if child.poll() is None:
             child.kill()
-    before = _settled(log)
+    before = settled(log)
     assert_no_traceback((tmp_path / "run.out").read_text())
-    finished = {value for kind, at, value in before if kind == "end" and at < killed_at - PERSIST_S}
-    ended = {value for kind, _, value in before if kind == "end"}
+    finished = {
+        value for kind, _, at, value in before if kind == "end" and at < killed_at - PERSIST_S
+    }
+    ended = {value for kind, *_, value in before if kind == "end"}
     assert finished and len(ended) < WIDTH * LENGTH, "the run should be killed part-way"
 
     folder = runs_folder(_private_cache_dir)
@@ -173,7 +150,7 @@ def test_a_killed_prompt_resumes_without_recomputing_finished_nodes(tmp_path, _p
     assert report["outputs"] == {
         f"out{c}": {"values": [float(c * 10 + LENGTH)]} for c in range(WIDTH)
     }
-    again = {value for kind, _, value in _executions(log)[len(before) :] if kind == "start"}
+    again = {value for kind, *_, value in executions(log)[len(before) :] if kind == "start"}
     assert not again & finished, "finished nodes were computed again"
     assert ended | again == {f"{float(c * 10 + s)}" for c in range(WIDTH) for s in range(LENGTH)}
     states = {node["node_id"]: node["state"] for node in report["nodes"]}
@@ -183,29 +160,17 @@ def test_a_killed_prompt_resumes_without_recomputing_finished_nodes(tmp_path, _p
     assert load_record(folder, record.run_id).state == "crashed"
 
 
-def _events(flow_run_id: str, nodes: int, limit_s: float = 30) -> list:
-    """nodegraph events of a flow run, once its graph event and ``nodes`` node events
-    are in (or time is up)."""
-    deadline = time.monotonic() + limit_s
-    with get_client(sync_client=True) as client:
-        while True:
-            event_filter = EventFilter(
-                event=EventNameFilter(prefix=["nodegraph."]),
-                related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
-            )
-            events = client.read_events(filter=event_filter, limit=50).events
-            node_events = [e for e in events if e.event.startswith("nodegraph.node.")]
-            graph_events = [e for e in events if e.event.startswith("nodegraph.graph.")]
-            if (graph_events and len(node_events) >= nodes) or time.monotonic() > deadline:
-                return events
-            time.sleep(0.2)
-
-
 def test_a_prompt_emits_node_and_graph_events_and_is_recorded(registry, _private_cache_dir):
     result = integration.run(LAZY_MIX, registry=registry, cache=True)
     assert result.state == RunState.COMPLETED, result.errors
     assert set(result.nodes) == LAZY_MIX_RUN
-    events = _events(result.flow_run_id, len(LAZY_MIX_RUN))
+
+    def complete(events: list) -> bool:
+        node_events = [e for e in events if e.event.startswith("nodegraph.node.")]
+        graph_events = [e for e in events if e.event.startswith("nodegraph.graph.")]
+        return bool(graph_events) and len(node_events) >= len(LAZY_MIX_RUN)
+
+    events = nodegraph_events(result.flow_run_id, complete)
     nodes = {
         e.resource["nodegraph.node"]: e for e in events if e.event.startswith("nodegraph.node.")
     }
@@ -241,20 +206,6 @@ def test_a_failed_prompt_ends_failed_with_a_resume_hint(registry, tmp_path):
     ran = cli("run", str(prompt_file), "--nodes", str(COMFY_TEST_PACK))
     assert ran.returncode == 1, ran.stderr[-3000:]  # (Prefect logs the task's traceback)
     assert "nodegraph resume " in ran.stdout + ran.stderr
-
-
-@pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    """One SDK provider for the test process (OpenTelemetry allows one)."""
-    exporter = InMemorySpanExporter()
-    current = trace.get_tracer_provider()
-    if isinstance(current, TracerProvider):
-        current.add_span_processor(SimpleSpanProcessor(exporter))
-    else:
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        trace.set_tracer_provider(provider)
-    return exporter
 
 
 def _node_executions(port: int) -> float:

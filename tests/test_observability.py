@@ -9,9 +9,6 @@ import time
 import urllib.request
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
@@ -45,20 +42,6 @@ FAN = {
 @pytest.fixture(autouse=True)
 def _server(prefect_server):
     return prefect_server
-
-
-@pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    """One SDK provider for the test process (OpenTelemetry allows one)."""
-    exporter = InMemorySpanExporter()
-    current = trace.get_tracer_provider()
-    if isinstance(current, TracerProvider):
-        current.add_span_processor(SimpleSpanProcessor(exporter))
-    else:
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        trace.set_tracer_provider(provider)
-    return exporter
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple], float]:

@@ -21,7 +21,6 @@ from prefect.client.schemas.filters import (
     LogFilter,
     LogFilterTaskRunId,
 )
-from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 
 import integration
 from integration.config import (
@@ -45,6 +44,7 @@ from integration.prefect.reporting import (
     summary_markdown,
 )
 from integration.result import NodeReport, NodeState, RunResult, RunState
+from tests.support import nodegraph_events
 
 GRAPHS = Path(__file__).parent / "fixtures" / "graphs"
 EXAMPLES = Path(__file__).resolve().parents[1] / "flows" / "examples"
@@ -59,22 +59,6 @@ HALTING = {
     ],
     "edges": [{"from": "boom.out", "to": "after.a"}],
 }  # fmt: skip
-
-
-def _events(flow_run_id: str, until: Callable[[list], bool], limit_s: float = 30) -> list:
-    """nodegraph events related to a flow run, once ``until(events)`` holds (or time is up)."""
-    deadline = time.monotonic() + limit_s
-    with get_client(sync_client=True) as client:
-        while True:
-            # A new filter each time: its default window ends when it is made.
-            event_filter = EventFilter(
-                event=EventNameFilter(prefix=["nodegraph."]),
-                related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
-            )
-            events = client.read_events(filter=event_filter, limit=50).events
-            if until(events) or time.monotonic() > deadline:
-                return events
-            time.sleep(0.2)
 
 
 def _has_graph_event(events: list) -> bool:
@@ -114,7 +98,7 @@ def test_nodes_and_graph_emit_completed_then_cached_events_without_output_data(
     graph = EXAMPLES / "hello.yaml"
     first = integration.run(graph, inputs={"name": SECRET}, registry=registry, cache=True)
     assert first.ok and first.outputs["message"] == f"HELLO, {SECRET.upper()}!"
-    events = _events(first.flow_run_id, _complete(4))
+    events = nodegraph_events(first.flow_run_id, _complete(4))
     nodes = _by_node(events)
     assert set(nodes) == {"greeting", "shout", "letters", "doubled"}
     assert {e.event for e in nodes.values()} == {"nodegraph.node.completed"}
@@ -150,7 +134,7 @@ def test_nodes_and_graph_emit_completed_then_cached_events_without_output_data(
 
     second = integration.run(graph, inputs={"name": SECRET}, registry=registry, cache=True)
     assert {r.state for r in second.nodes.values()} == {NodeState.CACHED}
-    cached = _events(second.flow_run_id, _complete(4))
+    cached = nodegraph_events(second.flow_run_id, _complete(4))
     cached_nodes = _by_node(cached)
     assert {e.event for e in cached_nodes.values()} == {"nodegraph.node.cached"}
     assert all(e.payload["cache_tier"] in ("memory", "disk") for e in cached_nodes.values())
@@ -165,7 +149,7 @@ def test_nodes_and_graph_emit_completed_then_cached_events_without_output_data(
 def test_a_failed_node_and_its_failed_graph(prefect_server, registry):
     result = integration.run(GRAPHS / "failing_branch.yaml", registry=registry, cache=False)
     assert result.state == RunState.FAILED
-    events = _events(result.flow_run_id, _complete(4))
+    events = nodegraph_events(result.flow_run_id, _complete(4))
     nodes = _by_node(events)
     # after_bad never ran: it has no event of its own, only a count in the graph event.
     assert set(nodes) == {"zero", "ten", "bad_divide", "good"}
@@ -190,7 +174,7 @@ def test_a_failed_node_and_its_failed_graph(prefect_server, registry):
 def test_partial_runs_complete_and_halted_runs_fail(prefect_server, registry):
     partial = integration.run(EXAMPLES / "resilient.yaml", registry=registry, cache=False)
     assert partial.state == RunState.PARTIAL
-    events = _events(partial.flow_run_id, _complete(3))
+    events = nodegraph_events(partial.flow_run_id, _complete(3))
     nodes = _by_node(events)
     # Nodes whose own function failed report failed, whatever policy absorbed it.
     assert nodes["ratio"].event == "nodegraph.node.failed"
@@ -204,7 +188,7 @@ def test_partial_runs_complete_and_halted_runs_fail(prefect_server, registry):
 
     halted = integration.run(HALTING, registry=registry, cache=False)
     assert halted.state == RunState.HALTED
-    events = _events(halted.flow_run_id, _complete(1))
+    events = nodegraph_events(halted.flow_run_id, _complete(1))
     assert set(_by_node(events)) == {"boom"}
     graph_event = _graph_event(events)
     assert graph_event.event == "nodegraph.graph.failed"
@@ -218,9 +202,9 @@ def test_node_events_can_be_switched_off(prefect_server, registry):
     config = NodegraphConfig(monitoring=MonitoringConfig(node_events=False, artifacts=False))
     result = integration.run(EXAMPLES / "hello.yaml", registry=registry, config=config)
     assert result.ok
-    events = _events(result.flow_run_id, _has_graph_event)
+    events = nodegraph_events(result.flow_run_id, _has_graph_event)
     time.sleep(1.0)  # node events would have been sent before the graph event
-    events = _events(result.flow_run_id, _has_graph_event)
+    events = nodegraph_events(result.flow_run_id, _has_graph_event)
     assert [e.event for e in events] == ["nodegraph.graph.completed"]
 
 
@@ -298,7 +282,7 @@ def _states(result: RunResult) -> dict[str, str]:
 def test_artifacts_can_be_switched_off(prefect_server, registry):
     config = NodegraphConfig(monitoring=MonitoringConfig(artifacts=False))
     result = integration.run(EXAMPLES / "hello.yaml", registry=registry, config=config)
-    _events(result.flow_run_id, _has_graph_event)  # sent after artifacts would have been
+    nodegraph_events(result.flow_run_id, _has_graph_event)  # sent after artifacts would have been
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[result.flow_run_id]))
@@ -368,7 +352,7 @@ def test_node_logs_reach_the_task_run_and_node_events_come_from_every_strategy(
             time.sleep(0.2)
     assert any("whoami says hello from probe" in m for m in messages), messages
 
-    events = _events(result.flow_run_id, _complete(1))
+    events = nodegraph_events(result.flow_run_id, _complete(1))
     probe = _by_node(events)["probe"]
     assert probe.event == "nodegraph.node.completed"
     assert _roles(probe)["task-run"] == f"prefect.task-run.{task_run_id}"

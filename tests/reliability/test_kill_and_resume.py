@@ -17,6 +17,7 @@ import pytest
 import integration
 from integration.runs import load_record, runs_folder
 from tests.reliability.support import PACKS, ROOT, alive, assert_no_traceback, cli, descendants
+from tests.support import executions, settled
 
 pytestmark = pytest.mark.integration
 
@@ -50,29 +51,6 @@ def chains(log: Path, timeout_chain: bool = False) -> dict:
             nodes.append(node)
         outputs[f"chain{chain}"] = f"c{chain}s{LENGTH - 1}.out"
     return {"name": "kill-me", "nodes": nodes, "edges": edges, "outputs": outputs}
-
-
-def executions(log: Path) -> list[tuple[str, int, float, str]]:
-    """``(start|end, pid, time, node)`` per line of the execution log."""
-    if not log.exists():
-        return []
-    rows = []
-    for line in log.read_text().splitlines():
-        kind, pid, at, name = line.split()
-        rows.append((kind, int(pid), float(at), name))
-    return rows
-
-
-def settled(log: Path, quiet_s: float = 0.5, limit_s: float = 10) -> list:
-    """The execution log once nothing has been added to it for ``quiet_s``."""
-    rows, deadline = executions(log), time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        time.sleep(quiet_s)
-        now = executions(log)
-        if now == rows:
-            break
-        rows = now
-    return rows
 
 
 STRATEGIES = {
