@@ -155,20 +155,12 @@ def publish_progress(flow_run_id: str | None, progress: Progress) -> None:
     labels = progress.labels()
 
     def push() -> None:
-        deadline = time.monotonic() + PUBLISH_LIMIT_S
-        delay = 0.1
-        with updated_settings({PREFECT_CLIENT_MAX_RETRIES: 0}):
-            with get_client(sync_client=True) as client:
-                while True:
-                    try:
-                        client.update_flow_run_labels(uuid.UUID(flow_run_id), labels)
-                        return
-                    except Exception as exc:
-                        if time.monotonic() + delay >= deadline:
-                            logger.warning("could not publish the run's progress: %s", exc)
-                            return
-                    time.sleep(delay)
-                    delay = min(2 * delay, 1.0)
+        try:
+            with updated_settings({PREFECT_CLIENT_MAX_RETRIES: 0}):
+                with get_client(sync_client=True) as client:
+                    _update_until(client, uuid.UUID(flow_run_id), labels)
+        except Exception as exc:  # a client that cannot be built, or the last attempt
+            logger.warning("could not publish the run's progress: %s", exc)
 
     thread = threading.Thread(
         target=contextvars.copy_context().run, args=(push,), name="nodegraph-progress", daemon=True
@@ -181,6 +173,22 @@ def publish_progress(flow_run_id: str | None, progress: Progress) -> None:
 
 _publishing: list[threading.Thread] = []
 _publishing_lock = threading.Lock()
+
+
+def _update_until(client: Any, flow_run_id: uuid.UUID, labels: dict[str, Any]) -> None:
+    """Set the labels, retrying every 0.1 s growing to 1 s, for ``PUBLISH_LIMIT_S``;
+    the last failure raises."""
+    deadline = time.monotonic() + PUBLISH_LIMIT_S
+    delay = 0.1
+    while True:
+        try:
+            client.update_flow_run_labels(flow_run_id, labels)
+            return
+        except Exception:
+            if time.monotonic() + delay >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 1.0)
 
 
 PUBLISH_LIMIT_S = 10.0
