@@ -3,6 +3,7 @@ and nodegraph events read back from the Prefect server."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,15 @@ def settled(log: Path, quiet_s: float = 0.5, limit_s: float = 10) -> list:
             break
         rows = now
     return rows
+
+
+def wait_for_first_end(log: Path, child: subprocess.Popen, limit_s: float = 120) -> None:
+    """Wait until the execution log has its first ``end`` row, or ``child`` exited."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and child.poll() is None:
+        if any(row[0] == "end" for row in executions(log)):
+            return
+        time.sleep(0.02)
 
 
 def nodegraph_events(flow_run_id: str, until: Callable[[list], bool], limit_s: float = 30) -> list:

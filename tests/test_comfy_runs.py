@@ -27,7 +27,7 @@ from integration.result import NodeState, RunState
 from integration.runs import load_record, runs_folder
 from tests.conftest import COMFY_TEST_PACK, FIXTURES, free_port
 from tests.reliability.support import ROOT, assert_no_traceback, cli
-from tests.support import executions, nodegraph_events, settled
+from tests.support import executions, nodegraph_events, settled, wait_for_first_end
 
 pytestmark = pytest.mark.integration
 
@@ -114,11 +114,7 @@ def test_a_killed_prompt_resumes_without_recomputing_finished_nodes(tmp_path, _p
         stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy(), cwd=ROOT,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and child.poll() is None:
-            if any(row[0] == "end" for row in executions(log)):
-                break
-            time.sleep(0.02)
+        wait_for_first_end(log, child)
         time.sleep(0.2)  # the next node is mid-sleep
         assert child.poll() is None, (tmp_path / "run.out").read_text()[-3000:]
         os.kill(child.pid, signal.SIGKILL)

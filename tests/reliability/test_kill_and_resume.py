@@ -17,7 +17,7 @@ import pytest
 import integration
 from integration.runs import load_record, runs_folder
 from tests.reliability.support import PACKS, ROOT, alive, assert_no_traceback, cli, descendants
-from tests.support import executions, settled
+from tests.support import executions, settled, wait_for_first_end
 
 pytestmark = pytest.mark.integration
 
@@ -81,11 +81,7 @@ def test_a_killed_run_leaves_no_process_behind_and_resumes_without_recomputing(
         stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy(), cwd=ROOT,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and child.poll() is None:
-            if any(row[0] == "end" for row in executions(log)):
-                break
-            time.sleep(0.02)
+        wait_for_first_end(log, child)
         time.sleep(0.2)  # between two rounds of nodes: the next ones are mid-sleep
         assert child.poll() is None, (tmp_path / "run.out").read_text()[-3000:]
         started = descendants(child.pid)
