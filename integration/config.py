@@ -169,6 +169,11 @@ class ExecutionConfig(_Section):
         description="Tag each task run with its node type (enables Prefect tag concurrency "
         "limits per type; costs one server round trip per task run).",
     )
+    freeze_heap: bool = Field(
+        default=True,
+        description="Keep the cycle collector off the objects alive when a run starts "
+        "(gc.freeze() for the run; see integration.engine.collector).",
+    )
     node_paths: list[Path] = Field(
         default_factory=list, description="Extra folders of node packs, after ./nodes."
     )

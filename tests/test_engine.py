@@ -6,6 +6,7 @@ fused and batched units, and the hooks, all as plain Python calls.
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 
 from integration.cache.keys import graph_keys
 from integration.engine import InlineBackend, RunHooks, Scheduler, compile_plan
+from integration.engine.collector import heap_frozen
 from integration.engine.units import NodeOutput
 from integration.graph import bind, load_graph
 from integration.graph.policy import ErrorPolicy
@@ -283,3 +285,41 @@ def test_chains_fuse_without_serialising_branches_off_the_sequential_backend(reg
     assert result.outputs == {"last": 6}
     assert backend.submitted == ["n0"]
     assert all(r.state == NodeState.COMPLETED for r in result.nodes.values())
+
+
+# -- the heap during a run ---------------------------------------------------------
+
+
+def test_the_heap_is_frozen_once_for_overlapping_runs_and_thawed_by_the_last():
+    assert gc.get_freeze_count() == 0
+    survivor = [object()]  # alive before the first run starts, so frozen with it
+    first, second = heap_frozen(), heap_frozen()
+    first.__enter__()
+    frozen = gc.get_freeze_count()
+    assert frozen > 0
+    second.__enter__()  # a second run in the same process freezes nothing more
+    assert gc.get_freeze_count() == frozen
+    first.__exit__(None, None, None)
+    assert gc.get_freeze_count() == frozen  # the second run still holds it
+    second.__exit__(None, None, None)
+    assert gc.get_freeze_count() == 0
+    with heap_frozen(enabled=False):
+        assert gc.get_freeze_count() == 0
+    assert survivor
+
+
+def test_a_heap_frozen_by_its_process_or_a_disabled_collector_is_left_alone():
+    gc.freeze()  # as a server does before forking its workers
+    try:
+        theirs = gc.get_freeze_count()
+        with heap_frozen():
+            assert gc.get_freeze_count() == theirs
+        assert gc.get_freeze_count() == theirs  # not thawed under them
+    finally:
+        gc.unfreeze()
+    gc.disable()
+    try:
+        with heap_frozen():
+            assert gc.get_freeze_count() == 0
+    finally:
+        gc.enable()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from pathlib import Path
@@ -287,3 +288,19 @@ def test_a_node_returning_the_wrong_type_fails_with_a_clear_message(registry, st
     error = result.nodes["l"].error
     assert error.error_type == ErrorType.VALIDATION
     assert error.message == "node 'l': output 'out' expected int, got str 'not an int'"
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_a_run_keeps_the_collector_off_its_starting_heap_unless_told_not_to(registry, freeze):
+    counts: list[int] = []
+    config = NodegraphConfig(execution=ExecutionConfig(freeze_heap=freeze))
+    result = run(
+        GRAPHS / "arithmetic.yaml",
+        registry,
+        inputs={"x": 23},
+        config=config,
+        on_node_started=lambda node_id: counts.append(gc.get_freeze_count()),
+    )
+    assert result.ok, result.errors
+    assert counts and all((count > 0) == freeze for count in counts)
+    assert gc.get_freeze_count() == 0  # thawed when the run ends

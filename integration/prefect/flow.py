@@ -50,6 +50,7 @@ from integration.config import (
     load_config,
 )
 from integration.engine import Hooks, ListenerHooks, NodeListener, Scheduler, StartedHooks
+from integration.engine.collector import heap_frozen
 from integration.errors import ConfigError, NodegraphError
 from integration.graph.context import ProgressHook
 from integration.graph.load import GraphSource, load_graph
@@ -953,12 +954,16 @@ def run_plan(
     graph inputs; settings not given come from ``config``; ``session`` carries the
     caller's callbacks and learns the flow run id.
     """
-    flow = _configured_flow(plan, config, strategy, processes, max_workers, cache, refresh, resume)
     session = session or RunSession()
     token = _session.set(session)
     try:
-        with prefect_heartbeats_off() as session.heartbeat_seconds, reused_client():
-            state = flow(**values, return_state=True)
+        # Frozen from translation on: the plan's objects are many and live all run.
+        with heap_frozen(config.execution.freeze_heap):
+            flow = _configured_flow(
+                plan, config, strategy, processes, max_workers, cache, refresh, resume
+            )
+            with prefect_heartbeats_off() as session.heartbeat_seconds, reused_client():
+                state = flow(**values, return_state=True)
     finally:
         _session.reset(token)
         if session.progress is not None:
