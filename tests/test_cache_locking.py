@@ -14,13 +14,15 @@ import pytest
 from prefect.locking.filesystem import FileSystemLockManager
 
 from integration.config import CachingConfig, RedisSettings, load_config
+from integration.graph import bind, load_graph
+from integration.prefect.backend import NodeTasks
 from integration.prefect.locking import (
     LeasedFileLockManager,
     LeasedRedisLockManager,
     holding,
     lock_manager_for,
 )
-from integration.prefect.storage import key_policy
+from integration.prefect.storage import NodeKeyPolicy, TieredResultStorage, key_policy
 from tests.conftest import free_port
 
 
@@ -50,6 +52,25 @@ def test_default_policy_locks_with_files_in_the_cache_folder(tmp_path):
     assert policy.isolation_level == "SERIALIZABLE"
     assert isinstance(policy.lock_manager, LeasedFileLockManager)
     assert policy.lock_manager.lock_files_directory == tmp_path / ".locks"
+
+
+def test_a_node_declared_cheap_keys_its_task_without_a_lock(tmp_path, registry):
+    document = {
+        "name": "two",
+        "nodes": [
+            {"id": "cheap", "type": "core.add", "params": {"a": 1, "b": 2}},
+            {"id": "plain", "type": "testpack.constant_half", "params": {"value": 3}},
+        ],
+    }
+    graph = bind(load_graph(document), registry)
+    caching = CachingConfig(directory=tmp_path)
+    storage = TieredResultStorage.for_config(caching)
+    policy = key_policy(caching)
+    tasks = {n: NodeTasks(graph.nodes[n], False, storage, policy) for n in ("cheap", "plain")}
+    cheap, plain = (tasks[n].get(cached=True).cache_policy for n in ("cheap", "plain"))
+    assert cheap.lock_manager is None and cheap.isolation_level is None
+    assert plain.lock_manager is policy.lock_manager and plain.isolation_level == "SERIALIZABLE"
+    assert isinstance(cheap, NodeKeyPolicy)  # keyed and persisted all the same
 
 
 def test_a_live_holder_keeps_its_lock_past_the_lease(tmp_path):

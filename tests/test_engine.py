@@ -6,6 +6,7 @@ fused and batched units, and the hooks, all as plain Python calls.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import subprocess
 import sys
@@ -16,7 +17,15 @@ import pytest
 from integration.cache.keys import graph_keys
 from integration.engine import InlineBackend, RunHooks, Scheduler, compile_plan
 from integration.engine.collector import heap_frozen
-from integration.engine.units import NodeOutput
+from integration.engine.units import (
+    FusedNode,
+    NodeOutput,
+    SharedRun,
+    SharedTask,
+    execute_shared,
+    invoke_node,
+    locks_its_key,
+)
 from integration.graph import bind, load_graph
 from integration.graph.policy import ErrorPolicy
 from integration.optimize import ExecutionOptimizer, effective_policies
@@ -323,3 +332,38 @@ def test_a_heap_frozen_by_its_process_or_a_disabled_collector_is_left_alone():
             assert gc.get_freeze_count() == 0
     finally:
         gc.enable()
+
+
+# -- locks inside shared tasks -----------------------------------------------------
+
+
+def test_a_shared_task_locks_only_the_keys_of_nodes_not_declared_cheap(registry):
+    cheap, plain = registry.get("core.add"), registry.get("testpack.constant_half")
+    assert cheap.cost == "cheap" and plain.cost is None
+    nodes = [
+        FusedNode(cheap, "a", {"a": 1, "b": 1}, {}, "key-a", None, False),
+        FusedNode(plain, "h", {}, {"value": ("a", "out", None)}, "key-h", None, False),
+        FusedNode(cheap, "c", {"b": 2}, {"a": ("h", "out", None)}, "key-c", None, False),
+    ]
+    held: list[list[str | None]] = []
+    reread: list[str] = []
+
+    @contextlib.contextmanager
+    def hold(keys):
+        held.append(list(keys))
+        yield
+
+    def stored_meanwhile(fused):
+        reread.append(fused.node_id)
+        return None
+
+    def run_node(fused, upstream):
+        return invoke_node(fused.node_type, fused.node_id, fused.literals, upstream)
+
+    how = SharedRun(run_node, hold=hold, stored_meanwhile=stored_meanwhile)
+    task = SharedTask("chain", nodes, {"c"}, {"a": ["h"], "h": ["c"]})
+    result = execute_shared(task, {}, how)
+    assert result.outputs["c"].values == {"out": 3.0}  # (1 + 1) / 2 + 2
+    # The cheap nodes computed without a lock, and so without reading their keys again.
+    assert held == [["key-h"]] and reread == ["h"]
+    assert not locks_its_key(cheap) and locks_its_key(plain)

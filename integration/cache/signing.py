@@ -22,6 +22,7 @@ else) is refused: whoever wrote it could sign entries.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -58,7 +59,7 @@ class SigningKey:
         """A public name for the key: the first 8 hex digits of its sha256."""
         return hashlib.sha256(self.secret).hexdigest()[:8]
 
-    @property
+    @functools.cached_property  # read for every entry sealed or opened
     def short_id(self) -> bytes:
         """The 4 bytes of ``id`` that entries carry, to tell which key signed them."""
         return hashlib.sha256(self.secret).digest()[:4]

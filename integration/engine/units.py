@@ -225,6 +225,20 @@ class SharedTaskFailed(NodegraphError):
         self.shared_output: SharedOutput | None = None
 
 
+def locks_its_key(node_type: NodeType) -> bool:
+    """Whether a node of this type holds its key's lock while it computes and stores.
+
+    A node declared ``cost="cheap"`` does not: its lock (a lock file, a Redis round
+    trip) costs more than computing it, so two runs that meet on its key both compute
+    it rather than one waiting. Its entry is written atomically all the same.
+    """
+    return node_type.cost != "cheap"
+
+
+def _lock_key(fused: FusedNode) -> str | None:
+    return fused.cache_key if locks_its_key(fused.node_type) else None
+
+
 RunNode = Callable[[FusedNode, dict[str, Upstream]], NodeOutput]
 """Runs one node of a shared task with its inputs resolved (the backend's node call)."""
 
@@ -232,8 +246,11 @@ Hold = Callable[[Iterable[str | None]], ContextManager[None]]
 """Holds the node-key locks of the keys for a block (a no-op without locks)."""
 
 
+_UNLOCKED = contextlib.nullcontext()
+
+
 def _no_locks(keys: Iterable[str | None]) -> ContextManager[None]:
-    return contextlib.nullcontext()
+    return _UNLOCKED
 
 
 class SharedRun:
@@ -273,7 +290,7 @@ def execute_shared(task: SharedTask, external: Mapping[str, Any], how: SharedRun
     """
     result = SharedOutput()
     if task.kind == "batch":
-        with how.hold([fused.cache_key for fused in task.nodes]):
+        with how.hold([_lock_key(fused) for fused in task.nodes]):
             _run_batch(task, external, result, how)
     else:
         with gc_paused():  # the nodes' own objects are collected after, if need be
@@ -343,8 +360,9 @@ def _run_chain(
             continue
         if how.stopped():
             return  # the rest stays unreported here: the engine marks it pending
-        with how.hold([fused.cache_key]):
-            if not _meanwhile(fused, result, how):
+        locked = _lock_key(fused)
+        with _UNLOCKED if locked is None else how.hold([locked]):
+            if locked is None or not _meanwhile(fused, result, how):
                 try:
                     output = how.run_node(fused, _upstream_of(fused, done, external))
                 except Exception as exc:
@@ -372,7 +390,7 @@ def _run_batch(
     defaults = {name: p.default for name, p in node_type.inputs.items() if not p.required}
     ready: list[tuple[FusedNode, dict[str, Any]]] = []
     for fused in task.nodes:
-        if _meanwhile(fused, result, how):
+        if _lock_key(fused) is not None and _meanwhile(fused, result, how):
             continue
         try:
             upstream = _upstream_of(fused, {}, external)

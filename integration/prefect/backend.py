@@ -31,10 +31,10 @@ from prefect.states import State
 
 from integration.comfy.execution import COMFY_KIND, NodeCall, execute_call
 from integration.engine.backend import Completion, Submission
-from integration.engine.units import NodeOutput
+from integration.engine.units import NodeOutput, locks_its_key
 from integration.graph.policy import ErrorPolicy, RetryPolicy
 from integration.graph.validate import BoundNode
-from integration.prefect.storage import TieredResultStorage
+from integration.prefect.storage import NodeKeyPolicy, TieredResultStorage
 from integration.prefect.tasks import (
     RetryCondition,
     fallback_task,
@@ -98,12 +98,15 @@ class NodeTasks:
         task = self._built.get(variant)
         if task is None:
             storage = self.storage if cached else None
+            policy = self.key_policy
+            if policy is not None and not locks_its_key(self.node.type):
+                policy = NodeKeyPolicy()  # the key without its lock
             task = node_task(
                 self.node,
                 self.tag_type,
                 storage,
                 refresh=variant[1],
-                policy=self.key_policy,
+                policy=policy,
                 retry=self.error_policy.retry,
                 timeout_seconds=self.thread_timeout,
             )

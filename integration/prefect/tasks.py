@@ -11,7 +11,6 @@ reference; the ``NodeType`` it receives pickles by pack reference (see the regis
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import copy
 import logging
@@ -323,21 +322,14 @@ def execute_shared(task: SharedTask, external: dict[str, Any]) -> SharedOutput:
 
     how = SharedRun(
         run_node,
-        # Without locks a node holds nothing: a shared no-op instead of a generator-based
-        # context manager per node (a tenth of a fused chain's run).
-        hold=_holding_nothing if task.locks is None else lambda keys: holding(task.locks, keys),
         stopped=lambda: _stopped(flow_run_id),
         store=store,
         stored_meanwhile=stored_meanwhile,
     )
+    if task.locks is not None:  # else SharedRun's shared no-op
+        locks = task.locks
+        how.hold = lambda keys: holding(locks, keys)
     return run_shared(task, external, how)
-
-
-_NOTHING_HELD = contextlib.nullcontext()
-
-
-def _holding_nothing(keys: Iterable[str | None]) -> contextlib.nullcontext[None]:
-    return _NOTHING_HELD
 
 
 def _store(hierarchy: Any, key: str, output: NodeOutput) -> None:
