@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -108,6 +109,32 @@ def test_disk_tier_survives_a_restart_and_writes_atomically(tmp_path):
     assert second.get(KEY) == b"persisted" and second.stats().bytes == len(b"persisted")
     leftovers = [p for p in (tmp_path / KEY[:2]).iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+def test_disk_tier_counts_a_full_folder_in_the_background_of_its_first_write(tmp_path, monkeypatch):
+    keys = [f"{i:02d}" + "e" * 62 for i in range(4)]
+    first = DiskTier(tmp_path, max_bytes=1 << 20)
+    for key in keys[:3]:
+        first.set(key, b"v" * 100)
+        time.sleep(0.01)  # distinct mtimes: the oldest goes first
+    scans: list[str] = []
+    real_scan = DiskTier._scan
+    monkeypatch.setattr(
+        DiskTier,
+        "_scan",
+        lambda self: scans.append(threading.current_thread().name) or real_scan(self),
+    )
+    reopened = DiskTier(tmp_path, max_bytes=250)
+    assert reopened.get(keys[0]) == b"v" * 100
+    assert scans == []  # opening and reading a full folder counts nothing
+    reopened.set(keys[3], b"v" * 100)  # 400 bytes in a 250-byte tier, once counted
+    deadline = time.monotonic() + 10
+    while reopened.exists(keys[1]) and time.monotonic() < deadline:  # exists: no touch
+        time.sleep(0.01)
+    assert not reopened.exists(keys[1]) and not reopened.exists(keys[2])
+    assert reopened.exists(keys[0]) and reopened.exists(keys[3])  # read, and written last
+    assert scans[0] == "nodegraph-disk-scan"
+    assert reopened.stats().bytes <= 250
 
 
 def test_disk_tier_rejects_path_like_keys(tmp_path):

@@ -155,6 +155,12 @@ class DiskTier(Tier):
     Entries live at ``<root>/<key[:2]>/<key>``. A read touches the file's mtime, so
     eviction (oldest mtime first) is least-recently-used. Writes go to a temporary file
     and are renamed into place, so a crash never leaves a half-written entry behind.
+
+    The bytes the folder holds are counted by a background scan that the first write
+    starts: a folder of a million entries takes seconds to stat, and a run must not
+    wait for it before its first node. Writes meanwhile add to the count when the scan
+    ends, and eviction rescans, so entries counted twice only make it rescan sooner. A
+    new folder is known to be empty without one.
     """
 
     name = "disk"
@@ -176,7 +182,45 @@ class DiskTier(Tier):
                 f"disk tier: cannot write in {self.root}: {describe(problem)}",
                 folder_cause(self.root, problem),
             ) from problem
-        self._bytes = sum(size for _, size, _ in self._scan())
+        # Unknown until the first write's scan has counted them; a new folder holds none.
+        self._bytes: int | None = None if self._has_shards() else 0
+        self._written = 0  # bytes written (less deleted) while the scan runs
+        self._scanning = False
+
+    def _has_shards(self) -> bool:
+        try:
+            with os.scandir(self._root) as found:
+                return any(len(e.name) == 2 and not e.name.startswith(".") for e in found)
+        except OSError:
+            return False
+
+    def _count(self, delta: int) -> None:
+        """Add ``delta`` bytes to the folder's count; evict if it grew past the bound."""
+        with self._lock:
+            if self._bytes is None:
+                self._written += delta
+                if self._scanning or delta <= 0:
+                    return
+                self._scanning = True
+                threading.Thread(
+                    target=self._scan_total, name="nodegraph-disk-scan", daemon=True
+                ).start()
+                return
+            self._bytes += delta
+            if self._bytes > self.max_bytes:
+                self._evict()
+
+    def _scan_total(self) -> None:
+        try:
+            scanned = sum(size for _, size, _ in self._scan())
+        except OSError:
+            scanned = 0  # an unreadable folder: writes report their own errors
+        with self._lock:
+            self._bytes = scanned + self._written
+            self._written = 0
+            self._scanning = False
+            if self._bytes > self.max_bytes:
+                self._evict()
 
     def _path(self, key: str) -> str:
         # Strings, not Paths: a run touches the disk tier a few times per node, and
@@ -242,10 +286,7 @@ class DiskTier(Tier):
             raise TierUnavailable(
                 f"disk tier: cannot write {path}: {describe(exc)}", folder_cause(self.root, exc)
             ) from exc
-        with self._lock:
-            self._bytes += len(data) - previous
-            if self._bytes > self.max_bytes:
-                self._evict()
+        self._count(len(data) - previous)
 
     def _evict(self) -> None:
         entries = sorted(self._scan(), key=lambda item: item[2])
@@ -267,8 +308,7 @@ class DiskTier(Tier):
             os.unlink(path)
         except FileNotFoundError:
             return
-        with self._lock:
-            self._bytes -= size
+        self._count(-size)
 
     def clear(self) -> None:
         for path, _, _ in self._scan():
