@@ -172,7 +172,7 @@ class ExecutionConfig(_Section):
     freeze_heap: bool = Field(
         default=True,
         description="Keep the cycle collector off the objects alive when a run starts "
-        "(gc.freeze() for the run; see integration.engine.collector).",
+        "(gc.freeze() for the run; see integration.graph.gcpause).",
     )
     node_paths: list[Path] = Field(
         default_factory=list, description="Extra folders of node packs, after ./nodes."

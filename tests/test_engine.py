@@ -16,7 +16,6 @@ import pytest
 
 from integration.cache.keys import graph_keys
 from integration.engine import InlineBackend, RunHooks, Scheduler, compile_plan
-from integration.engine.collector import heap_frozen
 from integration.engine.units import (
     FusedNode,
     NodeOutput,
@@ -27,6 +26,7 @@ from integration.engine.units import (
     locks_its_key,
 )
 from integration.graph import bind, load_graph
+from integration.graph.gcpause import heap_frozen
 from integration.graph.policy import ErrorPolicy
 from integration.optimize import ExecutionOptimizer, effective_policies
 from integration.plan import make_plan

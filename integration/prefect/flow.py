@@ -50,9 +50,9 @@ from integration.config import (
     load_config,
 )
 from integration.engine import Hooks, ListenerHooks, NodeListener, Scheduler, StartedHooks
-from integration.engine.collector import heap_frozen
 from integration.errors import ConfigError, NodegraphError
 from integration.graph.context import ProgressHook
+from integration.graph.gcpause import heap_frozen
 from integration.graph.load import GraphSource, load_graph
 from integration.graph.policy import ErrorPolicy, default_policy
 from integration.graph.registry import NodeRegistry, PackSource
