@@ -169,8 +169,9 @@ class NodeDurations:
             kept = samples.pop(signature, [])
             kept.append(statistics.median(values))
             samples[signature] = kept[-SAMPLES_KEPT:]  # re-inserted: most recent last
-        while len(samples) > SIGNATURES_KEPT:
-            samples.pop(next(iter(samples)))
+        if len(samples) > SIGNATURES_KEPT:  # the most recent; one slice, not a pop each
+            samples = dict(list(samples.items())[-SIGNATURES_KEPT:])
+            self._samples = samples
         temporary = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

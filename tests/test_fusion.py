@@ -21,6 +21,7 @@ from integration.errors import ConfigError, ErrorType
 from integration.graph import bind, load_graph
 from integration.graph.policy import ErrorPolicy
 from integration.optimize import (
+    SIGNATURES_KEPT,
     ExecutionOptimizer,
     NodeDurations,
     Segment,
@@ -148,6 +149,17 @@ def test_duration_history_survives_a_corrupt_file(tmp_path):
     assert durations.median_ms("x") is None
     durations.record([("x", 0.001)])
     assert json.loads((tmp_path / ".durations.json").read_text()) == {"x": [0.001]}
+
+
+def test_duration_history_keeps_the_most_recent_signatures(tmp_path):
+    durations = NodeDurations(tmp_path)
+    durations.record([("old", 0.5)])
+    durations.record([(f"s{i}", 0.001) for i in range(SIGNATURES_KEPT)])
+    kept = json.loads((tmp_path / ".durations.json").read_text())
+    assert len(kept) == SIGNATURES_KEPT and "old" not in kept
+    assert list(kept)[-1] == f"s{SIGNATURES_KEPT - 1}"
+    durations.record([("old", 0.25)])  # back again: the newest, and the oldest one goes
+    assert durations.median_ms("old") == pytest.approx(250) and durations.median_ms("s0") is None
 
 
 def fan(width: int) -> dict[str, Any]:
