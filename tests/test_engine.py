@@ -300,30 +300,36 @@ def test_chains_fuse_without_serialising_branches_off_the_sequential_backend(reg
 
 
 def test_the_heap_is_frozen_once_for_overlapping_runs_and_thawed_by_the_last():
+    # Frozen objects still die by reference counting (other threads free some while
+    # this runs), so the count may fall; a second freeze would raise it by at least
+    # the objects made in between.
     assert gc.get_freeze_count() == 0
     survivor = [object()]  # alive before the first run starts, so frozen with it
     first, second = heap_frozen(), heap_frozen()
     first.__enter__()
     frozen = gc.get_freeze_count()
     assert frozen > 0
+    made_meanwhile = [[] for _ in range(10_000)]
     second.__enter__()  # a second run in the same process freezes nothing more
-    assert gc.get_freeze_count() == frozen
+    assert 0 < gc.get_freeze_count() <= frozen
     first.__exit__(None, None, None)
-    assert gc.get_freeze_count() == frozen  # the second run still holds it
+    assert 0 < gc.get_freeze_count() <= frozen  # the second run still holds it
     second.__exit__(None, None, None)
     assert gc.get_freeze_count() == 0
     with heap_frozen(enabled=False):
         assert gc.get_freeze_count() == 0
-    assert survivor
+    assert survivor and made_meanwhile
 
 
 def test_a_heap_frozen_by_its_process_or_a_disabled_collector_is_left_alone():
     gc.freeze()  # as a server does before forking its workers
     try:
         theirs = gc.get_freeze_count()
+        made_since = [[] for _ in range(10_000)]
         with heap_frozen():
-            assert gc.get_freeze_count() == theirs
-        assert gc.get_freeze_count() == theirs  # not thawed under them
+            assert 0 < gc.get_freeze_count() <= theirs
+        assert 0 < gc.get_freeze_count() <= theirs  # not thawed under them
+        assert made_since
     finally:
         gc.unfreeze()
     gc.disable()
