@@ -22,8 +22,7 @@ its document loader with the graph layer (``integration.graph.loaders``), so reg
 load ComfyUI packs and ``load_graph`` reads ComfyUI files; ``import integration`` does it.
 """
 
-from integration.comfy.nodes import pack_node_types
-from integration.comfy.runtime import install_shims
+from integration.comfy.nodes import install_pack_shims, pack_node_types
 from integration.comfy.signatures import Signature, SignatureError, Signatures
 from integration.comfy.workflow import (
     ComfyExportError,
@@ -43,7 +42,7 @@ from integration.graph.loaders import (
     register_pack_loader,
 )
 
-register_pack_loader(PackLoader("comfyui", pack_node_types, before_import=install_shims))
+register_pack_loader(PackLoader("comfyui", pack_node_types, before_import=install_pack_shims))
 register_document_loader(DocumentLoader("comfyui", load_document))
 
 __all__ = [

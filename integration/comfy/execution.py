@@ -227,9 +227,7 @@ class ComfyProgram:
         node = self.dynprompt.get_node(node_id)
         class_type = node["class_type"]
         node_type = self.types[class_type]
-        lazy = isinstance(node_type, ComfyNodeType) and hasattr(
-            node_type.comfy_class, "check_lazy_status"
-        )
+        lazy = isinstance(node_type, ComfyNodeType) and node_type.defines("check_lazy_status")
         asked = self._asked.setdefault(node_id, set())
         while True:
             inputs, missing = self._input_data(node_id, node, node_type)
@@ -311,7 +309,8 @@ class ComfyProgram:
             for input_name, value in node.get("inputs", {}).items():
                 if not is_link(value):
                     continue
-                spec = self._input_spec(node, input_name)
+                # As in ComfyUI, only top-level inputs are lazy, never dotted dynamic ones.
+                spec = None if "." in input_name else self._input_spec(node, input_name)
                 if spec is not None and spec.lazy and not (include_lazy and current == node_id):
                     continue
                 source = str(value[0])
@@ -344,9 +343,8 @@ class ComfyProgram:
     def _lazy_needs(
         self, node_type: ComfyNodeType, inputs: dict[str, list[Any]], missing: set[str]
     ) -> list[str]:
-        instance = node_type.comfy_class()
         answers = map_over_list(
-            instance, inputs, "check_lazy_status", node_type.signature.input_is_list
+            node_type.calls(), inputs, "check_lazy_status", node_type.signature.input_is_list
         )
         wanted: list[str] = []
         for answer in answers:
@@ -542,8 +540,7 @@ class ComfyProgram:
         return NodeKey(key, "content" if shared else "run")
 
     def _is_changed(self, node_id: str, node: Mapping[str, Any], node_type: ComfyNodeType) -> Any:
-        method = getattr(node_type.comfy_class, "IS_CHANGED", None)
-        if method is None:
+        if not node_type.defines("IS_CHANGED"):
             return None
         arguments: dict[str, list[Any]] = {}
         for input_name, value in node.get("inputs", {}).items():
@@ -552,7 +549,7 @@ class ComfyProgram:
             if kind in HIDDEN_KINDS and input_name not in arguments:
                 arguments[input_name] = [self._hidden_value(kind, node_id)]
         try:
-            answers = map_over_list(node_type.comfy_class, arguments, "IS_CHANGED")
+            answers = map_over_list(node_type.calls(instance=False), arguments, "IS_CHANGED")
         except Exception as exc:
             logger.warning(
                 "node %s (%s): IS_CHANGED raised %r; running it", node_id, node["class_type"], exc

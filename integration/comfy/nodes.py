@@ -35,12 +35,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from integration.comfy.runtime import ExecutionBlocker, GraphBuilder
+from integration.comfy import dynamic
+from integration.comfy.runtime import ExecutionBlocker, GraphBuilder, install_shims
 from integration.comfy.signatures import InputSpec, Signature
+from integration.comfy.v3 import V3Calls, install_v3_shims, is_v3_class, run_coroutine
 from integration.errors import NodegraphError, NodeOutputError
 from integration.graph.context import ExecutionContext
 from integration.graph.nodetype import NodeType
 from integration.graph.ports import MISSING, InputPort, OutputPort
+
+_SOCKET_FAMILIES = (dynamic.AUTOGROW, dynamic.DYNAMIC_SLOT)
+"""Dynamic inputs that are not ports themselves: their dotted members are."""
 
 _PORT_TYPES = {"INT": "int", "FLOAT": "float", "STRING": "str", "BOOLEAN": "bool"}
 
@@ -62,26 +67,38 @@ class ComfyNodeError(NodegraphError):
 
 
 class ComfyNodeType(NodeType):
-    """A ComfyUI V1 node class (``INPUT_TYPES``, ``RETURN_TYPES``, ``FUNCTION``, ...)."""
+    """A ComfyUI node class: V1 (``INPUT_TYPES``, ``RETURN_TYPES``, ``FUNCTION``, ...)
+    or V3 (``define_schema`` and ``execute``, from ``comfy_api.latest``)."""
 
     comfy_class: Any
     signature: Signature
+    v3: V3Calls | None = None
 
     @classmethod
     def wrap(cls, class_type: str, node_class: Any, display_name: str = "") -> ComfyNodeType:
+        v3 = None
+        if is_v3_class(node_class):
+            try:
+                v3 = V3Calls(node_class)
+            except Exception as exc:
+                raise ComfyNodeError(f"node class {class_type!r}: its schema: {exc}") from exc
+            display_name = display_name or v3.schema.display_name or ""
+            function: Any = node_class.execute
+        else:
+            function_name = getattr(node_class, "FUNCTION", None)
+            if not isinstance(function_name, str) or not callable(
+                getattr(node_class, function_name, None)
+            ):
+                raise ComfyNodeError(
+                    f"node class {class_type!r} must set FUNCTION to the name of one of its "
+                    f"methods, got {function_name!r}"
+                )
+            function = getattr(node_class, function_name)
         signature = Signature.from_class(class_type, node_class)
-        function_name = getattr(node_class, "FUNCTION", None)
-        if not isinstance(function_name, str) or not callable(
-            getattr(node_class, function_name, None)
-        ):
-            raise ComfyNodeError(
-                f"node class {class_type!r} must set FUNCTION to the name of one of its "
-                f"methods, got {function_name!r}"
-            )
         inputs = {
             spec.name: _input_port(spec)
             for spec in signature.visible_inputs()
-            if spec.name.isidentifier()
+            if spec.name.isidentifier() and spec.type not in _SOCKET_FAMILIES
         }
         outputs = {
             output_port(slot): OutputPort(
@@ -91,7 +108,7 @@ class ComfyNodeType(NodeType):
         }
         mode = "none" if not outputs else "multiple"
         node_type = cls(
-            getattr(node_class, function_name),
+            function,
             name=class_type,
             inputs=inputs,
             outputs=outputs,
@@ -101,16 +118,37 @@ class ComfyNodeType(NodeType):
             category=signature.category,
         )
         node_type.comfy_class = node_class
+        node_type.v3 = v3
         node_type.signature = signature if not display_name else _named(signature, display_name)
         return node_type
 
     @property
     def function_name(self) -> str:
-        return self.comfy_class.FUNCTION
+        return "execute" if self.v3 is not None else self.comfy_class.FUNCTION
 
     @property
     def not_idempotent(self) -> bool:
         return bool(getattr(self.comfy_class, "NOT_IDEMPOTENT", False))
+
+    def calls(self, instance: bool = True) -> Any:
+        """What the executor calls a node's methods on, by their V1 names (the function,
+        ``check_lazy_status``, ``IS_CHANGED``, ``VALIDATE_INPUTS``): for V1 a new
+        instance (``instance``) or the class; for V3 its ``V3Calls``."""
+        if self.v3 is not None:
+            return self.v3
+        return self.comfy_class() if instance else self.comfy_class
+
+    def defines(self, method: str) -> bool:
+        """Whether the class has the method of this V1 name (V3: its counterpart)."""
+        if self.v3 is not None:
+            return self.v3.defines(_V3_METHODS.get(method, method))
+        return callable(getattr(self.comfy_class, method, None))
+
+    def validator(self) -> Any:
+        """The function whose parameters say which inputs ``VALIDATE_INPUTS`` checks."""
+        if self.v3 is not None:
+            return self.v3.validator()
+        return self.comfy_class.VALIDATE_INPUTS
 
     def invoke(
         self, values: Mapping[str, Any], context: ExecutionContext | None = None
@@ -141,6 +179,9 @@ class ComfyNodeType(NodeType):
             "output_node": signature.output_node,
         }
         return described
+
+
+_V3_METHODS = {"IS_CHANGED": "fingerprint_inputs", "VALIDATE_INPUTS": "validate_inputs"}
 
 
 def _named(signature: Signature, display_name: str) -> Signature:
@@ -266,7 +307,7 @@ def call_node(
 ) -> NodeOutcome:
     """Run one node over its input lists and collect outputs, UI values or expansions."""
     signature = node_type.signature
-    instance = node_type.comfy_class()
+    instance = node_type.calls()
     blocked: list[str] = []
 
     def on_block(blocker: ExecutionBlocker) -> ExecutionBlocker:
@@ -357,12 +398,69 @@ def wrap_mappings(
 
 
 def pack_node_types(module: types.ModuleType) -> list[NodeType] | None:
-    """The node types of a ComfyUI pack module (one exporting ``NODE_CLASS_MAPPINGS``),
-    or ``None`` for another module: the pack loader through which the registry loads
-    ComfyUI packs."""
+    """The node types of a ComfyUI pack module, or ``None`` for another module: the
+    pack loader through which the registry loads ComfyUI packs.
+
+    As in ComfyUI, a module exporting ``NODE_CLASS_MAPPINGS`` (V1 classes, or V3 ones
+    listed there) is read from it; otherwise its ``comfy_entrypoint()`` (sync or async)
+    gives a ``ComfyExtension``, whose ``on_load()`` is awaited and whose
+    ``get_node_list()`` lists V3 classes, each registered under its schema's node id.
+    """
     classes = getattr(module, "NODE_CLASS_MAPPINGS", None)
-    if classes is None:
+    if classes is not None:
+        if not isinstance(classes, dict):
+            raise ComfyNodeError("NODE_CLASS_MAPPINGS must be a dict")
+        return list(wrap_mappings(classes, getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None)))
+    entrypoint = getattr(module, "comfy_entrypoint", None)
+    if entrypoint is None:
         return None
-    if not isinstance(classes, dict):
-        raise ComfyNodeError("NODE_CLASS_MAPPINGS must be a dict")
-    return list(wrap_mappings(classes, getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None)))
+    if not callable(entrypoint):
+        raise ComfyNodeError("comfy_entrypoint must be a function returning a ComfyExtension")
+    return [
+        ComfyNodeType.wrap(node_class.GET_SCHEMA().node_id, node_class)
+        for node_class in _extension_classes(entrypoint)
+    ]
+
+
+def _extension_classes(entrypoint: Callable[[], Any]) -> list[Any]:
+    async def load() -> list[Any]:
+        extension = entrypoint()
+        if inspect.isawaitable(extension):
+            extension = await extension
+        for method in ("on_load", "get_node_list"):
+            if not callable(getattr(extension, method, None)):
+                raise ComfyNodeError(
+                    f"comfy_entrypoint() must return a ComfyExtension, got "
+                    f"{type(extension).__name__} (it has no {method}())"
+                )
+        loaded = extension.on_load()
+        if inspect.isawaitable(loaded):
+            await loaded
+        listed = extension.get_node_list()
+        if inspect.isawaitable(listed):
+            listed = await listed
+        return listed
+
+    try:
+        listed = run_coroutine(load())
+    except ComfyNodeError:
+        raise
+    except Exception as exc:
+        raise ComfyNodeError(f"comfy_entrypoint() failed: {exc!r}") from exc
+    if not isinstance(listed, list):
+        raise ComfyNodeError(
+            f"get_node_list() must return a list of node classes, got {type(listed).__name__}"
+        )
+    for node_class in listed:
+        if not is_v3_class(node_class):
+            raise ComfyNodeError(
+                f"get_node_list() listed {node_class!r}, which is not a V3 node class "
+                "(a subclass of comfy_api.latest.io.ComfyNode)"
+            )
+    return listed
+
+
+def install_pack_shims() -> None:
+    """Make what ComfyUI packs import from ComfyUI importable (V1's and V3's modules)."""
+    install_shims()
+    install_v3_shims()

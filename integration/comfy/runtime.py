@@ -268,35 +268,37 @@ def install_shims() -> None:
         if _installed:
             return
         _installed = True
-        if "comfy_execution" not in sys.modules and not _findable("comfy_execution"):
-            package = _module("comfy_execution", package=True)
-            package.graph = _module(
+        if "comfy_execution" not in sys.modules and not importable("comfy_execution"):
+            package = shim_module("comfy_execution", package=True)
+            package.graph = shim_module(
                 "comfy_execution.graph",
                 ExecutionBlocker=ExecutionBlocker,
                 DynamicPrompt=DynamicPrompt,
             )
-            package.graph_utils = _module(
+            package.graph_utils = shim_module(
                 "comfy_execution.graph_utils",
                 GraphBuilder=GraphBuilder,
                 Node=Node,
                 is_link=is_link,
                 add_graph_prefix=add_graph_prefix,
             )
-        if "comfy" not in sys.modules and not _findable("comfy"):
-            package = _module("comfy", package=True)
-            package.comfy_types = _module(
+        if "comfy" not in sys.modules and not importable("comfy"):
+            package = shim_module("comfy", package=True)
+            package.comfy_types = shim_module(
                 "comfy.comfy_types", IO=IO, ComfyNodeABC=ComfyNodeABC, InputTypeDict=dict
             )
 
 
-def _findable(name: str) -> bool:
+def importable(name: str) -> bool:
+    """Whether a real module of that name can be imported (ComfyUI's, say)."""
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         return False
 
 
-def _module(name: str, package: bool = False, **attributes: Any) -> types.ModuleType:
+def shim_module(name: str, package: bool = False, **attributes: Any) -> types.ModuleType:
+    """A module made of ``attributes``, importable as ``name`` from now on."""
     module = types.ModuleType(name)
     if package:
         module.__path__ = []

@@ -19,15 +19,17 @@ links; validation uses them for ComfyUI's error types.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+from integration.comfy import dynamic
 from integration.comfy.shapes import name_of
 from integration.errors import NodegraphError, summarize_value
 
-WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", dynamic.DYNAMIC_COMBO})
 """Input types the ComfyUI frontend draws as widgets (values in ``widgets_values``)."""
 
 SEED_NAMES = frozenset({"seed", "noise_seed"})
@@ -119,10 +121,51 @@ class Signature:
     category: str = ""
 
     def input(self, name: str) -> InputSpec | None:
+        """An input by name; a dotted name is looked up through the dynamic inputs
+        (``values.a`` of an Autogrow, ``combo.width`` of any option of a combo)."""
         for spec in self.inputs:
             if spec.name == name:
                 return spec
-        return None
+        if "." not in name:
+            return None
+        found = dynamic.lookup(self.declared, name)
+        return None if found is None else _input(self.class_type, name, *found)
+
+    @cached_property
+    def declared(self) -> dict[str, dict[str, Any]]:
+        """The visible inputs in ComfyUI's V1 form: ``(type, options)`` by category."""
+        sections: dict[str, dict[str, Any]] = {}
+        for spec in self.visible_inputs():
+            kind = list(spec.choices) if spec.type == "COMBO" and spec.choices else spec.type
+            sections.setdefault(spec.category, {})[spec.name] = (kind, spec.options)
+        return sections
+
+    @property
+    def has_dynamic_inputs(self) -> bool:
+        return any(dynamic.is_dynamic(spec.type) for spec in self.inputs)
+
+    def expanded(self, live: Mapping[str, Any]) -> list[InputSpec]:
+        """The inputs of a node whose inputs are ``live`` (values by flat name), dynamic
+        ones expanded as ComfyUI expands them before validating or running a node."""
+        if not self.has_dynamic_inputs:
+            return self.visible_inputs()
+        expanded = dynamic.expand(self.declared, live)
+        return [
+            _input(self.class_type, name, category, declared)
+            for name, (category, declared) in expanded.inputs.items()
+        ]
+
+    def live_widgets(self, selection: Callable[[str], Any]) -> Iterator[InputSpec]:
+        """The widgets in the frontend's order, a DynamicCombo followed by its selected
+        option's widgets (``selection(name)`` gives a combo's value once the combo has
+        been yielded)."""
+        if not self.has_dynamic_inputs:
+            yield from self.widgets()
+            return
+        for name, category, declared in dynamic.walk(self.declared, selection):
+            spec = _input(self.class_type, name, category, declared)  # type: ignore[arg-type]
+            if spec.is_widget:
+                yield spec
 
     def visible_inputs(self) -> list[InputSpec]:
         return [spec for spec in self.inputs if spec.category != "hidden"]
@@ -140,8 +183,10 @@ class Signature:
             if spec.category == "hidden":
                 declared: Any = spec.type
             else:
-                kind: Any = list(spec.choices) if spec.choices is not None else spec.type
                 options = {k: v for k, v in spec.options.items() if _jsonable(v)}
+                kind: Any = spec.type
+                if spec.choices is not None and "options" not in options:
+                    kind = list(spec.choices)  # V1's form; V3's keeps them in "options"
                 declared = [kind, options] if options else [kind]
             sections.setdefault(spec.category, {})[spec.name] = declared
         return {
@@ -246,7 +291,21 @@ def _input(where: str, name: str, category: Category, spec: Any) -> InputSpec:
         choices = tuple(declared_type)
     elif declared_type == "COMBO" and isinstance(options.get("options"), list | tuple):
         choices = tuple(options["options"])
+    elif declared_type == dynamic.DYNAMIC_COMBO:
+        choices = tuple(dynamic.option_keys(options))
+    if isinstance(declared_type, str) and (
+        dynamic.is_dynamic(declared_type) or declared_type == dynamic.MATCH_TYPE
+    ):
+        options = _as_json(options)  # the same whether read from a class or from JSON
     return InputSpec(name, _type_name(declared_type), category, dict(options), choices)
+
+
+def _as_json(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _as_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_json(v) for v in value]
+    return value
 
 
 def _jsonable(value: Any) -> bool:

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from integration.comfy import dynamic
 from integration.comfy.nodes import ComfyNodeType, map_over_list
 from integration.comfy.runtime import ExecutionBlocker, is_link
 from integration.comfy.shapes import api_entry_problems, document_problem, name_of
@@ -54,9 +55,10 @@ class ValidPrompt:
 
 
 def types_match(received: Any, expected: Any) -> bool:
-    """ComfyUI's ``validate_node_input``: ``*`` matches anything; comma lists are unions."""
-    if received == expected:
-        return True
+    """ComfyUI's ``validate_node_input``: ``*`` and MatchType match anything; comma lists
+    are unions."""
+    if received == expected or dynamic.MATCH_TYPE in (received, expected):
+        return True  # a MatchType takes its type from what is linked
     if isinstance(expected, list | tuple):
         expected = "COMBO"
     if isinstance(received, list | tuple):
@@ -314,23 +316,21 @@ class _Checker:
         received: dict[str, Any],
     ) -> None:
         signature = node_type.signature
-        validator = getattr(node_type.comfy_class, "VALIDATE_INPUTS", None)
+        validator = node_type.validator() if node_type.defines("VALIDATE_INPUTS") else None
         validated_names: set[str] = set()
         takes_kwargs = False
         if validator is not None:
             parameters = inspect.signature(validator).parameters.values()
             validated_names = {p.name for p in parameters if p.kind != p.VAR_KEYWORD}
             takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in parameters)
-        for spec in signature.inputs:
-            if spec.category == "hidden":
-                continue
+        for spec in signature.expanded(inputs):
             if spec.name not in inputs:
                 if spec.category == "required":
                     self.add(
                         node_id,
                         "required_input_missing",
                         "Required input is missing",
-                        spec.name,
+                        spec.name.rpartition(".")[2],
                     )
                 continue
             value = inputs[spec.name]
@@ -417,7 +417,7 @@ class _Checker:
         if "input_types" in names:
             arguments["input_types"] = [dict(received)]
         try:
-            verdicts = map_over_list(node_type.comfy_class, arguments, "VALIDATE_INPUTS")
+            verdicts = map_over_list(node_type.calls(instance=False), arguments, "VALIDATE_INPUTS")
         except Exception as exc:
             self.add(
                 node_id,

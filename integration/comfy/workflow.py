@@ -298,7 +298,8 @@ def _api_to_graph(
                 if not _PORT.match(input_name):
                     problems.append(
                         f"node {node_id} ({class_type}) input {input_name!r}: a linked "
-                        "input's name must be an identifier to become a port"
+                        "input's name must be an identifier, or identifiers joined by dots, "
+                        "to become a port"
                     )
                     continue
                 edge = _edge(f"{source_id}.{output_port(int(slot))}", f"{node_id}.{input_name}")
@@ -676,7 +677,8 @@ class _UiReader:
             if not _PORT.match(input_name):
                 self.problems.append(
                     f"node {name_of(flat_id)} ({name_of(class_type)}) input {input_name!r}: a "
-                    "linked input's name must be an identifier to become a port"
+                    "linked input's name must be an identifier, or identifiers joined by dots, "
+                    "to become a port"
                 )
                 continue
             assert resolved.node is not None

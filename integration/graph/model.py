@@ -37,8 +37,10 @@ GRAPH_INPUTS = "inputs"
 """The reserved source name for graph inputs in edges: ``from: inputs.NAME``."""
 
 NODE_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_:\-]*$"
-PORT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-PORT_REF_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_:\-]*\.[A-Za-z_][A-Za-z0-9_]*$"
+# A port is an identifier; ComfyUI's dynamic inputs (V3) add dotted members to one
+# (``values.a``, ``resize_type.width``), which only node types declaring them accept.
+PORT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$"
+PORT_REF_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_:\-]*\.[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$"
 GRAPH_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_ .\-]*$"
 
 PortRef = Annotated[

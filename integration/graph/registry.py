@@ -51,7 +51,7 @@ PACKS_MODULE = "nodegraph_packs"
 DEFAULT_NODE_PATH = Path(__file__).resolve().parents[2] / "nodes"
 """The repository's ``nodes/`` folder, whose packs every default registry loads."""
 
-TEST_PACKS = frozenset({"comfy_testing"})
+TEST_PACKS = frozenset({"comfy_testing", "comfy_testing_v3"})
 """Packs in ``nodes/`` that only tests use: the default registry leaves them out."""
 
 
