@@ -360,12 +360,33 @@ COMFY_TEST_PACK = ROOT / "nodes" / "comfy_testing"
 """The ComfyUI test pack: no default registry loads it, so tests that use it ask."""
 
 
+COMFY_V3_TEST_PACK = ROOT / "nodes" / "comfy_testing_v3"
+"""The test pack's V3 classes; loaded after ``COMFY_TEST_PACK``, whose stubs they use."""
+
+
 @pytest.fixture(scope="session")
 def registry():
     """The default packs, the fixture packs and the ComfyUI test pack."""
     from integration.graph import NodeRegistry
 
     return NodeRegistry.default(extra_paths=[FIXTURES / "packs", COMFY_TEST_PACK])
+
+
+@pytest.fixture(scope="session")
+def registry_v3():
+    """As ``registry``, with the test pack's V3 classes standing in for the V1 classes
+    of the same names."""
+    from integration.graph import NodeRegistry
+
+    return NodeRegistry.default(
+        extra_paths=[FIXTURES / "packs", COMFY_TEST_PACK, COMFY_V3_TEST_PACK]
+    )
+
+
+@pytest.fixture(params=["v1", "v3"])
+def comfy_registry(request):
+    """Each of ``registry`` and ``registry_v3``: the same prompts on either node API."""
+    return request.getfixturevalue("registry" if request.param == "v1" else "registry_v3")
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ def image(g: GraphBuilder, content: str):
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_lazy_input_never_runs_the_unused_branch(registry, strategy):
+def test_lazy_input_never_runs_the_unused_branch(comfy_registry, strategy):
     g = builder()
     input1, input2 = image(g, "BLACK"), image(g, "WHITE")
     mask = g.node("StubMask", value=0.0)
@@ -61,7 +61,7 @@ def test_lazy_input_never_runs_the_unused_branch(registry, strategy):
         "TestLazyMixImages", image1=input1.out(0), image2=input2.out(0), mask=mask.out(0)
     )
     output = g.node("TestRecord", value=lazy_mix.out(0))
-    result = run(g, registry, cache=False, **strategy)
+    result = run(g, comfy_registry, cache=False, **strategy)
     assert result.state == RunState.COMPLETED, result.errors
     assert values(result, output) == [0.0]  # black
     assert did_run(result, input1)
@@ -103,18 +103,18 @@ def test_partial_cache_reruns_only_what_changed(registry):
     assert did_run(second, mask) and did_run(second, lazy_mix) and did_run(second, output)
 
 
-def test_custom_is_changed_false_caches_and_nan_always_reruns(registry):
+def test_custom_is_changed_false_caches_and_nan_always_reruns(comfy_registry):
     g = builder()
     save = g.node("TestRecord")  # created first on purpose, as in ComfyUI's test
     is_changed = g.node("TestCustomIsChanged", should_change=False)
     input1 = image(g, "BLACK")
     save.set_input("value", is_changed.out(0))
     is_changed.set_input("image", input1.out(0))
-    assert did_run(run(g, registry), is_changed)
-    assert not did_run(run(g, registry), is_changed)
+    assert did_run(run(g, comfy_registry), is_changed)
+    assert not did_run(run(g, comfy_registry), is_changed)
     is_changed.set_input("should_change", True)
-    assert did_run(run(g, registry), is_changed)
-    assert did_run(run(g, registry), is_changed)
+    assert did_run(run(g, comfy_registry), is_changed)
+    assert did_run(run(g, comfy_registry), is_changed)
 
 
 def test_is_changed_sees_only_constants(registry):
@@ -233,13 +233,13 @@ def test_dynamic_cycle_fails_the_node_that_expanded(registry):
     assert "Dependency cycle detected" in failed.error.message
 
 
-def test_list_outputs_map_over_consumers_and_mixed_expansion(registry):
+def test_list_outputs_map_over_consumers_and_mixed_expansion(comfy_registry):
     g = builder()
     val_list = g.node("TestMakeListNode", value1=0.1, value2=0.2, value3=0.3)
     mixed = g.node("TestMixedExpansionReturns", input1=val_list.out(0))
     dynamic = g.node("TestRecord", value=mixed.out(0))
     literal = g.node("TestRecord", value=mixed.out(1))
-    result = run(g, registry, cache=False)
+    result = run(g, comfy_registry, cache=False)
     assert result.ok, result.errors
     assert values(result, dynamic) == pytest.approx([0.1, 0.2, 0.3])
     assert values(result, literal) == [1.0, 1.0, 1.0]
@@ -366,7 +366,7 @@ def test_a_failed_node_fails_its_consumers_and_other_outputs_finish(registry):
     assert values(result, fine) == [1.0]
 
 
-def test_distributed_on_real_dask_processes(registry, dask_cluster):
+def test_distributed_on_real_dask_processes(comfy_registry, dask_cluster):
     config = NodegraphConfig(execution=ExecutionConfig(dask_address=dask_cluster.address))
     g = builder()
     val_list = g.node("TestMakeListNode", value1=0.0, value2=0.5, value3=1.0)
@@ -378,7 +378,7 @@ def test_distributed_on_real_dask_processes(registry, dask_cluster):
     )
     average = g.node("TestVariadicAverage", input1=mix.out(0), input2=mix.out(0))
     output = g.node("TestRecord", value=average.out(0))
-    result = run(g, registry, config=config, strategy="distributed", cache=False)
+    result = run(g, comfy_registry, config=config, strategy="distributed", cache=False)
     assert result.ok, result.errors
     assert values(result, output) == [0.0, 0.5, 1.0]
     assert result.strategy == "distributed"

@@ -136,7 +136,10 @@ def export_command(
 def nodes_command(
     pack: Annotated[
         Path,
-        typer.Argument(help="A pack folder exporting NODE_CLASS_MAPPINGS, or a folder of them."),
+        typer.Argument(
+            help="A pack folder exporting NODE_CLASS_MAPPINGS (V1) or comfy_entrypoint (V3), "
+            "or a folder of them."
+        ),
     ],
     as_json: JsonOption = False,
     object_info: Annotated[
@@ -153,7 +156,9 @@ def nodes_command(
         raise _fail(str(exc)) from None
     types = registry.comfy_types()
     if not types:
-        raise _fail(f"{pack} defines no ComfyUI classes (no NODE_CLASS_MAPPINGS)")
+        raise _fail(
+            f"{pack} defines no ComfyUI classes (no NODE_CLASS_MAPPINGS or comfy_entrypoint)"
+        )
     if object_info:
         print(json.dumps({n: t.signature.to_object_info() for n, t in types.items()}, indent=2))  # type: ignore[attr-defined]
         return

@@ -174,7 +174,8 @@ class ComfyProgram:
 
     ``roots`` are the output nodes to run (or those asked for); ``types`` the node
     types by class. ``policy`` is every node's error policy (the config's default);
-    ``store`` persists each node's final output under its content key.
+    ``store`` persists each node's final output under its content key;
+    ``node_errors`` are those of outputs validation left out, reported with the run.
     """
 
     def __init__(
@@ -188,8 +189,10 @@ class ComfyProgram:
         extra_data: Mapping[str, Any] | None = None,
         policy: ErrorPolicy | None = None,
         store: ResultStore | None = None,
+        node_errors: Mapping[str, Any] | None = None,
     ) -> None:
         self.dynprompt = DynamicPrompt(dict(prompt))
+        self.node_errors = dict(node_errors or {})
         self.roots = list(roots)
         self.types = types
         self.name = name
@@ -279,7 +282,10 @@ class ComfyProgram:
         return dict(self.ui)
 
     def extra(self) -> dict[str, Any]:
-        return {"comfy": {"roots": self.roots, "run_id": self.run_id}}
+        described: dict[str, Any] = {"roots": self.roots, "run_id": self.run_id}
+        if self.node_errors:
+            described["node_errors"] = self.node_errors  # outputs left out, as ComfyUI
+        return {"comfy": described}
 
     # -- the execution list -----------------------------------------------------------
 

@@ -196,6 +196,7 @@ class Signature:
                 for category, section in sections.items()
                 if category != "hidden"
             },
+            "is_input_list": self.input_is_list,
             "output": list(self.return_types),
             "output_is_list": list(self.output_is_list),
             "output_name": list(self.return_names),
@@ -241,7 +242,7 @@ class Signature:
             inputs=tuple(_inputs(where, declared)),
             **_outputs(info.get("output"), info.get("output_name"), info.get("output_is_list")),
             output_node=bool(info.get("output_node", False)),
-            input_is_list=bool(info.get("input_is_list", False)),
+            input_is_list=bool(info.get("is_input_list", info.get("input_is_list", False))),
             display_name=str(info.get("display_name") or ""),
             category=str(info.get("category") or ""),
         )

@@ -48,10 +48,17 @@ _CONVERSIONS = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
 
 @dataclass
 class ValidPrompt:
-    """A prompt that passed: its converted copy and the output nodes to run."""
+    """A prompt that passed: its converted copy and the output nodes to run; where only
+    some outputs passed (partial validation), ``rejected`` holds why the others did not."""
 
     prompt: dict[str, Any]
     outputs: list[str]
+    rejected: GraphValidationError | None = None
+
+    @property
+    def node_errors(self) -> dict[str, dict[str, Any]]:
+        """ComfyUI's ``node_errors`` of the outputs left out (empty when none were)."""
+        return {} if self.rejected is None else self.rejected.node_errors
 
 
 def types_match(received: Any, expected: Any) -> bool:
@@ -87,11 +94,15 @@ def validate_prompt(
     types: Mapping[str, NodeType],
     targets: Sequence[str] | None = None,
     name: str = "workflow",
+    partial: bool = False,
 ) -> ValidPrompt:
     """Check the nodes the targets (default: every output node) need.
 
     ``types`` maps class types to node types (``NodeRegistry.comfy_types()`` plus any
-    nodegraph types the prompt uses).
+    nodegraph types the prompt uses). With ``partial``, as ComfyUI queues a prompt, the
+    outputs whose nodes all pass are kept and the others left out, with their problems
+    in ``rejected``; only a prompt with no valid output (or a problem of the whole
+    prompt) raises. Without it, as ``nodegraph validate``, any problem raises.
     """
     too_big = document_problem(prompt)
     shapes = [Problem(GRAPH, "invalid_prompt", too_big)] if too_big else []
@@ -141,12 +152,14 @@ def validate_prompt(
         for root in roots:
             checker.check(root)
     if checker.problems:
-        raise GraphValidationError(
-            name,
-            checker.problems,
-            _class_types(prompt),
-            checker.dependent_outputs(roots),
-        )
+        dependent = checker.dependent_outputs(roots)
+        error = GraphValidationError(name, checker.problems, _class_types(prompt), dependent)
+        if partial and all(p.node_id != GRAPH for p in checker.problems):
+            failed = {root for outputs in dependent.values() for root in outputs}
+            passed = [root for root in roots if root not in failed]
+            if passed:
+                return ValidPrompt(checker.prompt, passed, rejected=error)
+        raise error
     return ValidPrompt(checker.prompt, roots)
 
 
@@ -453,11 +466,13 @@ def check_workflow(
     signatures: Any = None,
     outputs: Sequence[str] | None = None,
     input_values: Mapping[str, Any] | None = None,
+    partial: bool = False,
 ) -> tuple[ValidPrompt, dict[str, NodeType]]:
     """A ComfyUI graph as a checked prompt, and the node types it runs.
 
     ``registry`` supplies the classes (and their signatures, with ``signatures`` added);
-    types nodegraph knows by name (``core.add``) may appear too.
+    types nodegraph knows by name (``core.add``) may appear too. ``partial`` is
+    ``validate_prompt``'s.
     """
     known = Signatures.from_registry(registry, signatures)
     prompt = to_api(graph, known, input_values, registry)
@@ -467,4 +482,4 @@ def check_workflow(
         found = registry.find(entry["class_type"])
         if found is not None:
             types.setdefault(entry["class_type"], found)
-    return validate_prompt(prompt, types, outputs, graph.name), types
+    return validate_prompt(prompt, types, outputs, graph.name, partial), types

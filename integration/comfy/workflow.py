@@ -75,7 +75,7 @@ VIRTUAL_TYPES = frozenset({"Reroute", "PrimitiveNode", "Note", "MarkdownNote"})
 """Frontend-only node types: they never reach the backend."""
 MUTED, BYPASSED = 2, 4
 SUBGRAPH_INPUT, SUBGRAPH_OUTPUT = -10, -20
-CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
+CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize", "increment-wrap"})
 POSITIONAL = "#"
 """Params named ``#0``, ``#1``, ... hold widget values whose names were not known."""
 
@@ -119,6 +119,9 @@ _STRUCTURAL_KEYS = frozenset(
 DEFAULT_SIZE = (320, 80)
 ORIGINAL_ID = "nodegraph_id"
 """Property holding a node's graph id when it is not a UI integer id (``5:3``)."""
+SOCKET_VALUES = "nodegraph_socket_values"
+"""Property holding literal values of inputs the editor draws as sockets only (an API
+prompt may give an Autogrow slot a constant), so that a UI file loses none of them."""
 
 
 class ComfyWorkflowError(NodegraphError, ValueError):
@@ -638,6 +641,7 @@ class _UiReader:
         flat_id = scope.flat_id(node_id)
         properties = dict(node.get("properties") or {})
         flat_id = properties.pop(ORIGINAL_ID, flat_id)
+        socket_values = properties.pop(SOCKET_VALUES, None)
         _check_node_id(flat_id, self.where, self.problems)
         if flat_id in self.ids:
             self.problems.append(
@@ -649,6 +653,8 @@ class _UiReader:
         signature = self.signatures.get(class_type)
         params, controls = self._widget_params(flat_id, node, signature, scope)
         params.update(scope.promoted.get(node_id, {}))
+        if isinstance(socket_values, Mapping):
+            params.update(socket_values)
         linked_widgets: dict[str, Any] = {}
         input_types: dict[str, Any] = {}
         for entry in node.get("inputs") or []:
@@ -745,6 +751,9 @@ class _UiReader:
         if isinstance(values, Mapping):
             return dict(values), {}
         if signature is None:
+            named = _widget_entries(node)
+            if named:
+                return name_values_by_entries(named, values)
             self.unsigned.add(node["type"])
             return {f"{POSITIONAL}{i}": v for i, v in enumerate(values)}, {}
         params, controls, position = name_widget_values(signature, values)
@@ -991,7 +1000,7 @@ def name_widget_values(
     params: dict[str, Any] = {}
     controls: dict[str, list[Any]] = {}
     position = 0
-    for spec in signature.widgets():
+    for spec in signature.live_widgets(params.get):
         if position >= len(values):
             break
         params[spec.name] = values[position]
@@ -1013,6 +1022,63 @@ def name_widget_values(
                 position += 1
             controls[spec.name] = extra
     return params, controls, position
+
+
+def _widget_entries(node: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """``(widget name, type)`` of the inputs a node lists with ``widget: {name}``, in the
+    order of its widgets: a DynamicCombo's members right after it (the frontend lists an
+    option's inputs before their combo while a node is new)."""
+    entries = []
+    for entry in node.get("inputs") or []:
+        widget = entry.get("widget") if isinstance(entry, Mapping) else None
+        if isinstance(widget, Mapping) and isinstance(widget.get("name"), str):
+            entries.append((widget["name"], entry.get("type")))
+    ordered: list[tuple[str, Any]] = []
+    placed: set[str] = set()
+
+    def place(name: str, kind: Any) -> None:
+        if name in placed:
+            return
+        placed.add(name)
+        ordered.append((name, kind))
+        for member, member_kind in entries:
+            if member.rpartition(".")[0] == name:
+                place(member, member_kind)
+
+    for name, kind in entries:
+        if "." not in name or name.rpartition(".")[0] not in {n for n, _ in entries}:
+            place(name, kind)
+    return ordered
+
+
+def name_values_by_entries(
+    entries: list[tuple[str, Any]], values: list[Any]
+) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Name ``widgets_values`` by the widget names a newer UI file lists in a node's
+    inputs, where no signature is known. A control mode after an INT (and a filter
+    after a COMBO's mode) is told apart by there being more values than names left."""
+    params: dict[str, Any] = {}
+    controls: dict[str, list[Any]] = {}
+    position = 0
+    for index, (name, kind) in enumerate(entries):
+        if position >= len(values):
+            break
+        params[name] = values[position]
+        position += 1
+        spare = len(values) - position - (len(entries) - index - 1)
+        if (
+            kind in ("INT", "COMBO")
+            and spare > 0
+            and isinstance(values[position], str)
+            and values[position] in CONTROL_VALUES
+        ):
+            extra = [values[position]]
+            position += 1
+            if kind == "COMBO" and spare > 1 and isinstance(values[position], str):
+                extra.append(values[position])
+                position += 1
+            controls[name] = extra
+    return params, controls
 
 
 def to_api(
@@ -1113,7 +1179,7 @@ def to_ui(
             if source[0] == "value":
                 params[name] = source[1]
         linked = {n: s[1] for n, s in sources.items() if s[0] == "edge"}
-        widget_names = {w.name for w in signature.widgets()} if signature else set()
+        widget_names = {w.name for w in signature.live_widgets(params.get)} if signature else set()
         for name in _input_order(signature, linked, known_types):
             edge = linked[name]
             slot = _slot_of(edge, types[edge.source], None if registry is None else registry)
@@ -1124,6 +1190,8 @@ def to_ui(
             )
             out_links.setdefault((edge.source, slot), []).append(link_id)
             entry: dict[str, Any] = {"name": name, "type": input_type, "link": link_id}
+            if "." in name:
+                entry["label"] = name.rpartition(".")[2]  # the editor labels members so
             if name in widget_names or name in (extra.get("linked_widgets") or {}):
                 entry["widget"] = {"name": name}
             inputs_ui.append(entry)
@@ -1143,6 +1211,9 @@ def to_ui(
         }
         if spec.id != str(ui_ids[spec.id]):
             node["properties"][ORIGINAL_ID] = spec.id
+        socket_values = _socket_values(signature, params, linked)
+        if socket_values:
+            node["properties"][SOCKET_VALUES] = socket_values
         if widgets_values is not None:
             node["widgets_values"] = widgets_values
         if spec.title is not None:
@@ -1206,16 +1277,29 @@ def _widgets_values(
         return dict(params)  # names without an order: the frontend reads objects too
     controls = extra.get("controls") or {}
     values: list[Any] = []
-    for widget in signature.widgets():
+    written: dict[str, Any] = {}
+    for widget in signature.live_widgets(written.get):
         if widget.name in params:
-            values.append(params[widget.name])
+            value = params[widget.name]
         elif widget.name in linked_values:
-            values.append(linked_values[widget.name])
+            value = linked_values[widget.name]
         else:
-            values.append(widget.default)
+            value = widget.default
+        written[widget.name] = value
+        values.append(value)
         if widget.has_control_widget:
             values.extend(controls.get(widget.name) or ["fixed"])
     return values
+
+
+def _socket_values(
+    signature: Signature | None, params: Mapping[str, Any], linked: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Literal values of inputs that the editor has no widget for (see SOCKET_VALUES)."""
+    if signature is None or not signature.has_dynamic_inputs:
+        return {}
+    widgets = {w.name for w in signature.live_widgets(params.get)}
+    return {k: v for k, v in params.items() if k not in widgets and k not in linked}
 
 
 def _outputs_ui(

@@ -15,6 +15,7 @@ heartbeats and cancel are the same code.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ from integration.graph.model import Graph
 from integration.graph.nodetype import NodeType
 from integration.graph.policy import ErrorPolicy
 from integration.graph.registry import NodeRegistry, PackSource
+
+logger = logging.getLogger("nodegraph.comfy")
 
 
 def is_comfy_graph(graph: Graph, registry: NodeRegistry) -> bool:
@@ -59,6 +62,8 @@ class ComfyPrompt:
     roots: list[str]
     types: dict[str, NodeType]
     inputs: dict[str, Any] = field(default_factory=dict)
+    node_errors: dict[str, Any] = field(default_factory=dict)
+    """ComfyUI's ``node_errors`` of the outputs that failed validation and do not run."""
 
     @property
     def name(self) -> str:
@@ -84,6 +89,7 @@ class ComfyPrompt:
             run_id=run_id,
             policy=policy,
             store=store,
+            node_errors=self.node_errors,
         )
 
 
@@ -94,8 +100,14 @@ def prepare_prompt(
     outputs: Sequence[str] | None = None,
     inputs: Mapping[str, Any] | None = None,
 ) -> ComfyPrompt:
-    """Import and check a workflow (``GraphValidationError`` with ComfyUI's
-    ``node_errors`` if it is invalid); ``outputs`` are the node ids to run."""
+    """Import and check a workflow; ``outputs`` are the node ids to run. As ComfyUI
+    queues a prompt, outputs that fail validation are left out (their ``node_errors``
+    kept on the prompt, and reported in the run's ``extra``); a workflow with no valid
+    output raises ``GraphValidationError`` with ComfyUI's ``node_errors``."""
     graph = load_comfy_graph(source, registry, signatures)
-    valid, types = check_workflow(graph, registry, signatures, outputs, inputs)
-    return ComfyPrompt(graph, valid.prompt, list(valid.outputs), types, dict(inputs or {}))
+    valid, types = check_workflow(graph, registry, signatures, outputs, inputs, partial=True)
+    if valid.rejected is not None:
+        logger.warning("%s; the other outputs run", valid.rejected)
+    return ComfyPrompt(
+        graph, valid.prompt, list(valid.outputs), types, dict(inputs or {}), valid.node_errors
+    )

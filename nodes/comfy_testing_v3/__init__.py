@@ -150,7 +150,8 @@ class TestNamedAutogrowMax(io.ComfyNode):
 
 
 class TestDynamicComboImage(io.ComfyNode):
-    """An image chosen three ways: ``mode`` "constant" (``mode.value``), "mix"
+    """An image chosen three ways: ``mode`` "constant" (``mode.value``; ``mode.seed``,
+    unused, has the editor's control_after_generate widget), "mix"
     (``mode.image1``, ``mode.image2``, ``mode.factor``) or "shifted", whose nested combo
     ``mode.shift`` adds ``mode.shift.amount`` ("up") or nothing ("none")."""
 
@@ -173,7 +174,13 @@ class TestDynamicComboImage(io.ComfyNode):
                     "mode",
                     options=[
                         io.DynamicCombo.Option(
-                            "constant", [io.Float.Input("value", default=0.5, min=0.0, max=1.0)]
+                            "constant",
+                            [
+                                io.Float.Input("value", default=0.5, min=0.0, max=1.0),
+                                io.Int.Input(
+                                    "seed", default=0, min=0, max=2**31, control_after_generate=True
+                                ),
+                            ],
                         ),
                         io.DynamicCombo.Option(
                             "mix",
