@@ -4,8 +4,11 @@
 
 Each workflow is a UI (0.4) workflow of ``nodes/comfy_testing`` nodes: image sources,
 masks, lazy mixes and averages wired at random, reroutes and primitives, output
-nodes, and instances of two subgraph definitions (one nested in the other). Per
-workflow it times:
+nodes, and instances of two subgraph definitions (one nested in the other); and V3
+nodes of ``nodes/comfy_testing_v3`` with dotted inputs: Autogrow sums of linked slots
+(``values.value0``) and DynamicCombos with linked members and nested options
+(``mode.image1``, ``mode.shift.amount``). ``--no-dynamic`` leaves the V3 nodes out (the
+workflows of earlier versions, for comparing per-node costs). Per workflow it times:
 
 - ``import``: UI JSON -> ``Graph`` (subgraphs flattened, virtual nodes resolved),
 - ``to_api`` and ``to_ui`` exports,
@@ -154,8 +157,8 @@ def _definitions() -> list[dict[str, Any]]:
     return [brighten, half]
 
 
-def synthetic_workflow(rng: random.Random, size: int) -> dict[str, Any]:
-    """A UI workflow of about ``size`` top-level nodes."""
+def synthetic_workflow(rng: random.Random, size: int, dynamic: bool = True) -> dict[str, Any]:
+    """A UI workflow of about ``size`` top-level nodes (V3 ones with ``dynamic``)."""
     nodes: dict[int, dict[str, Any]] = {}
     links: list[list[Any]] = []
     images: list[int] = []  # nodes with an IMAGE output in slot 0
@@ -231,7 +234,7 @@ def synthetic_workflow(rng: random.Random, size: int) -> dict[str, Any]:
                     [("image", "IMAGE", pick(), False), ("value", "FLOAT", primitive, True)],
                 )
             )
-        elif roll < 0.9:
+        elif roll < (0.9 if not dynamic else 0.84):
             images.append(
                 add(
                     BRIGHTEN,
@@ -239,8 +242,31 @@ def synthetic_workflow(rng: random.Random, size: int) -> dict[str, Any]:
                     [("image", "IMAGE", pick(), False), ("amount", "FLOAT", None, True)],
                 )
             )
-        else:
+        elif roll < (1.0 if not dynamic else 0.88):
             images.append(add(HALF, None, [("image", "IMAGE", pick(), False)]))
+        elif roll < 0.94:
+            if rng.random() < 0.5:
+                widgets = ["mix", round(rng.random(), 2), ""]
+                sockets = [("mode.image1", "IMAGE", pick(), False)]
+                sockets.append(("mode.image2", "IMAGE", pick(), False))
+            else:
+                widgets = ["shifted", "up", round(rng.random(), 2), ""]
+                sockets = [("mode.image", "IMAGE", pick(), False)]
+            images.append(add("TestDynamicComboImage", widgets, sockets))
+        else:
+            slots = [
+                (f"values.value{i}", "FLOAT", add("StubFloat", [0.5], output="FLOAT"), False)
+                for i in range(rng.randint(1, 4))
+            ]
+            total = add("TestAutogrowSum", [1.0], slots, output="FLOAT")
+            nodes[total]["outputs"][0]["name"] = "sum"  # as the class names it
+            images.append(
+                add(
+                    "TestIsChangedWithConstants",
+                    [1.0],
+                    [("image", "IMAGE", pick(), False), ("value", "FLOAT", total, True)],
+                )
+            )
     add("TestRecord", ["out"], [("value", "*", images[-1], False)], output=None)
     return {
         "last_node_id": len(nodes),
@@ -259,17 +285,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workflows", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-dynamic", action="store_true", help="only V1 nodes, no dotted inputs")
     args = parser.parse_args()
 
     from integration.comfy import Signatures, import_workflow, to_api, to_ui
     from integration.graph import NodeRegistry
 
-    test_pack = ROOT / "nodes" / "comfy_testing"  # no default registry loads it
-    signatures = Signatures.from_registry(NodeRegistry.default(extra_paths=[test_pack]))
+    test_packs = [ROOT / "nodes" / "comfy_testing"]  # no default registry loads them
+    if not args.no_dynamic:
+        test_packs.append(ROOT / "nodes" / "comfy_testing_v3")
+    signatures = Signatures.from_registry(NodeRegistry.default(extra_paths=test_packs))
     rng = random.Random(args.seed)
     sizes = [5 + (195 * i) // max(args.workflows - 1, 1) for i in range(args.workflows)]
     rng.shuffle(sizes)
-    workflows = [synthetic_workflow(rng, size) for size in sizes]
+    workflows = [synthetic_workflow(rng, size, not args.no_dynamic) for size in sizes]
     texts = [json.dumps(w) for w in workflows]
 
     per_node: list[float] = []
@@ -299,9 +328,15 @@ def main() -> None:
         )
         totals["round trips"] += time.perf_counter() - started
 
+    dotted = sum(
+        1
+        for w in workflows
+        for n in w["nodes"]
+        if any("." in i["name"] for i in n["inputs"] if i.get("link") is not None)
+    )
     print(
-        f"{len(workflows)} UI workflows, {sum(sizes)} top-level nodes, "
-        f"{flat_nodes} nodes after flattening subgraphs; every round trip an identity"
+        f"{len(workflows)} UI workflows, {sum(sizes)} top-level nodes ({dotted} with dotted "
+        f"inputs), {flat_nodes} nodes after flattening subgraphs; every round trip an identity"
     )
     print(
         f"import: {statistics.median(per_node) * 1e6:.1f} us per node (median), "

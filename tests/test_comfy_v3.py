@@ -21,9 +21,11 @@ import integration
 from integration.cli import app as cli
 from integration.comfy import Signature, Signatures, import_workflow, to_api, to_ui
 from integration.comfy.dynamic import expand, nest
+from integration.comfy.execution import ComfyProgram, comfy_inline_backend
 from integration.comfy.nodes import ComfyNodeType, call_node, install_pack_shims
-from integration.comfy.validate import validate_prompt
+from integration.comfy.validate import check_workflow, validate_prompt
 from integration.config import ExecutionConfig, NodegraphConfig
+from integration.engine import Scheduler
 from integration.graph import GraphValidationError, NodeRegistry, load_graph
 from integration.graph.registry import RegistryError
 from integration.graph.validate import bind
@@ -474,3 +476,14 @@ def test_a_prompt_with_one_invalid_output_runs_the_other(prefect_server, registr
     assert result.outputs["2"]["values"] == [0.5]
     assert "4" not in result.nodes and "3" not in result.nodes
     assert set(result.extra["comfy"]["node_errors"]) == {"3"}
+
+
+def test_dynamic_workflow_on_the_inline_backend(registry_v3):
+    """The same fixture on the engine's scheduler with no server: every dynamic form,
+    a lazy V3 node and V3 fingerprints on the inline backend."""
+    graph = import_workflow(COMFY / "v3_dynamic_ui_v04.json", Signatures.from_registry(registry_v3))
+    valid, types = check_workflow(graph.graph, registry_v3)
+    program = ComfyProgram(valid.prompt, valid.outputs, types)
+    result = Scheduler(program.plan(), comfy_inline_backend(), {}, program=program).run()
+    assert result.state == RunState.COMPLETED, result.errors
+    assert {n: result.outputs[n]["values"] for n in EXPECTED_VALUES} == EXPECTED_VALUES
