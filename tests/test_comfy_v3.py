@@ -487,3 +487,19 @@ def test_dynamic_workflow_on_the_inline_backend(registry_v3):
     result = Scheduler(program.plan(), comfy_inline_backend(), {}, program=program).run()
     assert result.state == RunState.COMPLETED, result.errors
     assert {n: result.outputs[n]["values"] for n in EXPECTED_VALUES} == EXPECTED_VALUES
+
+
+class Blocks(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="Blocks", outputs=[io.Int.Output(), io.Int.Output("other")])
+
+    @classmethod
+    def execute(cls):
+        return io.NodeOutput(block_execution="not today")
+
+
+def test_block_execution_blocks_every_output():
+    outcome = call_node(ComfyNodeType.wrap("Blocks", Blocks), "1", {})
+    assert [type(slot[0]).__name__ for slot in outcome.outputs] == ["ExecutionBlocker"] * 2
+    assert outcome.outputs[1][0].message == "not today"

@@ -1078,16 +1078,24 @@ def first_real_override(cls: type, name: str) -> Callable[..., Any] | None:
     return None
 
 
+def _refuse(self: Any, name: str, value: Any) -> None:
+    raise AttributeError(f"Cannot modify class attribute {name!r} on locked class")
+
+
+_locked_metas: dict[type, type] = {}
+
+
 def locked_clone(cls: type, hidden: HiddenHolder) -> type:
     """A copy of ``cls`` with ``hidden`` set, whose attributes cannot be set: what one
     call of a V3 method runs on, as in ComfyUI, so that calls share no class state."""
-
-    def refuse(self: Any, name: str, value: Any) -> None:
-        raise AttributeError(f"Cannot modify class attribute {name!r} on locked class")
-
-    locked_meta = type("LockedMeta", (type(cls),), {"__setattr__": refuse})
+    meta = type(cls)
+    locked_meta = _locked_metas.get(meta)
+    if locked_meta is None:
+        locked_meta = _locked_metas.setdefault(
+            meta, type("LockedMeta", (meta,), {"__setattr__": _refuse})
+        )
     body = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
-    body.update(hidden=hidden, __setattr__=refuse)
+    body.update(hidden=hidden, __setattr__=_refuse)
     return locked_meta(f"{cls.__name__}Clone", (cls, *cls.__bases__), body)
 
 
