@@ -140,7 +140,7 @@ class Signature:
             sections.setdefault(spec.category, {})[spec.name] = (kind, spec.options)
         return sections
 
-    @property
+    @cached_property
     def has_dynamic_inputs(self) -> bool:
         return any(dynamic.is_dynamic(spec.type) for spec in self.inputs)
 
@@ -160,7 +160,7 @@ class Signature:
         option's widgets (``selection(name)`` gives a combo's value once the combo has
         been yielded)."""
         if not self.has_dynamic_inputs:
-            yield from self.widgets()
+            yield from self._widgets
             return
         for name, category, declared in dynamic.walk(self.declared, selection):
             spec = _input(self.class_type, name, category, declared)  # type: ignore[arg-type]
@@ -171,7 +171,11 @@ class Signature:
         return [spec for spec in self.inputs if spec.category != "hidden"]
 
     def widgets(self) -> list[InputSpec]:
-        return [spec for spec in self.inputs if spec.is_widget]
+        return list(self._widgets)
+
+    @cached_property
+    def _widgets(self) -> tuple[InputSpec, ...]:
+        return tuple(spec for spec in self.inputs if spec.is_widget)
 
     def hidden(self) -> dict[str, str]:
         return {spec.name: spec.type for spec in self.inputs if spec.category == "hidden"}
