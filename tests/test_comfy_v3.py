@@ -503,3 +503,31 @@ def test_block_execution_blocks_every_output():
     outcome = call_node(ComfyNodeType.wrap("Blocks", Blocks), "1", {})
     assert [type(slot[0]).__name__ for slot in outcome.outputs] == ["ExecutionBlocker"] * 2
     assert outcome.outputs[1][0].message == "not today"
+
+
+class Checked(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Checked",
+            inputs=[io.Int.Input("value", min=0, max=10)],
+            outputs=[io.Int.Output()],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def validate_inputs(cls, value):
+        return True if value % 2 == 0 else f"{value} is odd"
+
+    @classmethod
+    def execute(cls, value):
+        return io.NodeOutput(value)
+
+
+def test_validate_inputs_takes_over_the_checks_of_what_it_names():
+    types = {"Checked": ComfyNodeType.wrap("Checked", Checked)}
+    assert validate_prompt({"1": {"class_type": "Checked", "inputs": {"value": 12}}}, types)
+    with pytest.raises(GraphValidationError) as odd:
+        validate_prompt({"1": {"class_type": "Checked", "inputs": {"value": 3}}}, types)
+    (error,) = odd.value.node_errors["1"]["errors"]
+    assert error["type"] == "custom_validation_failed" and "3 is odd" in error["details"]
