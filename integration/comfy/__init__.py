@@ -11,7 +11,11 @@
   a broken file is reported by node and field, never with a traceback.
 - ``signatures``: what a node class takes and returns, from loaded packs or from a
   ComfyUI install's ``/object_info``.
-- ``nodes``: ComfyUI classes as node types; calling one with ComfyUI's list semantics.
+- ``nodes``: ComfyUI classes (V1 and V3) as node types; calling one with ComfyUI's list
+  semantics; loading packs (``NODE_CLASS_MAPPINGS`` or ``comfy_entrypoint``).
+- ``v3``: the ``comfy_api.latest`` shim V3 packs import, and how V3 methods are called.
+- ``dynamic``: V3's dynamic inputs (Autogrow, DynamicCombo, DynamicSlot): expanding a
+  class's inputs against a prompt's dotted names and nesting the values.
 - ``validate``: ComfyUI's checks and its ``node_errors`` error types.
 - ``execution``: the ComfyUI program the engine's scheduler runs a prompt with (output
   nodes as roots, lazy inputs, blockers, expansion); ``integration.prefect.comfy``
