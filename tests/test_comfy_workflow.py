@@ -239,10 +239,12 @@ def test_cyclic_subgraph_reference():
         import_workflow(ui)
 
 
-def test_random_workflows_round_trip(signatures):
-    """Synthetic graphs of random shapes survive API and UI round trips."""
+def test_random_workflows_round_trip(registry_v3):
+    """Synthetic graphs of random shapes, V3 nodes with dotted inputs among them,
+    survive API and UI round trips."""
     from benchmarks.comfy_import import synthetic_workflow
 
+    signatures = Signatures.from_registry(registry_v3)
     rng = random.Random(7)
     for _ in range(20):
         ui = synthetic_workflow(rng, rng.randint(5, 60))

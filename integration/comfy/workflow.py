@@ -752,7 +752,10 @@ class _UiReader:
             return dict(values), {}
         if signature is None:
             named = _widget_entries(node)
-            if named:
+            controls = sum(1 for v in values if isinstance(v, str) and v in CONTROL_VALUES)
+            if named and len(named) >= len(values) - controls:
+                # a full save lists every widget; an export keeps only linked ones, and
+                # then the names do not cover the values
                 return name_values_by_entries(named, values)
             self.unsigned.add(node["type"])
             return {f"{POSITIONAL}{i}": v for i, v in enumerate(values)}, {}
