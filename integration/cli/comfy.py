@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import uvicorn
 import yaml
 from rich.console import Console
 from rich.table import Table
 
+from integration.cache.factory import cache_folder
 from integration.cli.failures import print_error
 from integration.cli.options import (
     ConfigOption,
@@ -32,6 +34,7 @@ from integration.cli.options import (
 from integration.comfy import Signatures, import_workflow, to_api, to_ui
 from integration.errors import NodegraphError
 from integration.graph import NodeRegistry, load_graph
+from integration.server import ServerSettings, create_app
 
 comfy_app = typer.Typer(
     help="Import and export ComfyUI workflows; list ComfyUI node packs.",
@@ -182,3 +185,59 @@ def nodes_command(
         )
     out.print(table)
     out.print(f"{len(types)} ComfyUI class(es) from {pack}")
+
+
+@comfy_app.command("serve")
+def serve_command(
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on; loopback unless --listen.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8188,
+    listen: Annotated[
+        str | None,
+        typer.Option("--listen", help="Listen beyond loopback on this address (needs --token)."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="NODEGRAPH_SERVER_TOKEN",
+            help="Token every request must send (Bearer, basic auth password, or ?token=).",
+        ),
+    ] = None,
+    strategy: Annotated[
+        str | None, typer.Option("--strategy", help="sequential, parallel or distributed.")
+    ] = None,
+    packs: Annotated[
+        list[Path] | None,
+        typer.Option("--packs", "--nodes", help="Extra folder of node packs (repeatable)."),
+    ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            help="Folder for the queue, the history and the input/output/temp folders "
+            "(default: comfy-server in the cache folder).",
+        ),
+    ] = None,
+    config_file: ConfigOption = None,
+) -> None:
+    """Serve ComfyUI's HTTP and websocket API: ComfyUI clients queue prompts that run as
+    Prefect flows on nodegraph's engine."""
+    try:
+        config = load_cli_config(config_file, packs)
+        settings = ServerSettings(
+            state=state or cache_folder(config.caching) / "comfy-server",
+            host=listen or host,
+            token=token,
+            strategy=strategy,
+            registry=NodeRegistry.from_config(config),
+            config=config,
+        )
+        settings.check()
+        app = create_app(settings)
+    except NodegraphError as exc:
+        raise _fail(str(exc)) from None
+    err.print(f"nodegraph ComfyUI server on http://{settings.host}:{port}")
+    err.print(f"queue, history and files in {settings.state}")
+    uvicorn.run(app, host=settings.host, port=port, log_level="warning")

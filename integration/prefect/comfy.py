@@ -34,7 +34,7 @@ from integration.prefect.flow import RunSession, run_plan
 from integration.prefect.prompt import is_comfy_graph, load_comfy_graph, prepare_prompt
 from integration.result import RunResult
 
-__all__ = ["is_comfy_graph", "load_comfy_graph", "run_workflow"]
+__all__ = ["RunSession", "is_comfy_graph", "load_comfy_graph", "run_workflow"]
 
 
 def run_workflow(
@@ -51,6 +51,7 @@ def run_workflow(
     cache: bool | None = None,
     refresh: bool = False,
     signatures: Signatures | None = None,
+    session: RunSession | None = None,
 ) -> RunResult:
     """Run a ComfyUI workflow (a file, API or UI data, or an imported ``Graph``).
 
@@ -58,6 +59,10 @@ def run_workflow(
     output node runs. Invalid workflows raise ``GraphValidationError`` with ComfyUI's
     ``node_errors`` before anything runs. A failed node does not raise: the result says
     which nodes failed, and the nodes that needed them are ``upstream_failed``.
+
+    ``session`` (instead of ``on_node_finished``) is for a caller that watches the run
+    from another thread: its callbacks hear nodes start and finish, and once it is
+    ``running`` its ``execution.cancel()`` cancels the run, keeping what finished.
     """
     config = config or load_config()
     registry = registry or NodeRegistry.from_config(config)
@@ -71,5 +76,5 @@ def run_workflow(
         max_workers=max_workers,
         cache=cache,
         refresh=refresh,
-        session=RunSession(listener=on_node_finished),
+        session=session or RunSession(listener=on_node_finished),
     )

@@ -1,0 +1,275 @@
+"""``nodegraph comfy serve``: ComfyUI's HTTP and websocket API, as a ComfyUI client
+uses it (POST /prompt, listen on /ws until ``executing`` with ``node: null``, read
+/history), with prompts running as Prefect flow runs on the real server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from integration.cli import app as cli
+from integration.server import ServerError, ServerSettings, create_app
+from integration.server.queue import PromptQueue, QueueItem
+
+COMFY = Path(__file__).parent / "fixtures" / "comfy"
+
+
+def api_prompt() -> dict:
+    return json.loads((COMFY / "v3_dynamic_api.json").read_text())
+
+
+def small_prompt(value: float = 0.5) -> dict:
+    return {
+        "1": {"class_type": "StubFloat", "inputs": {"value": value}},
+        "2": {"class_type": "TestRecord", "inputs": {"value": ["1", 0], "label": "small"}},
+    }
+
+
+@pytest.fixture
+def settings(tmp_path, registry_v3) -> ServerSettings:
+    return ServerSettings(state=tmp_path / "state", registry=registry_v3)
+
+
+def until_done(socket, prompt_id: str) -> list[dict]:
+    """Messages up to ``executing`` with ``node: null`` for the prompt."""
+    seen = []
+    while True:
+        message = socket.receive_json()
+        seen.append(message)
+        data = message["data"]
+        if message["type"] == "executing" and data.get("node") is None:
+            if data.get("prompt_id") == prompt_id:
+                return seen
+
+
+# -- without running anything ------------------------------------------------------
+
+
+def test_invalid_prompts_get_comfyuis_error_shapes(settings):
+    with TestClient(create_app(settings)) as client:
+        for path in ("/prompt", "/api/prompt"):
+            no_prompt = client.post(path, json={})
+            assert no_prompt.status_code == 400
+            assert no_prompt.json()["error"]["type"] == "no_prompt"
+        bad_id = client.post("/prompt", json={"prompt": small_prompt(), "prompt_id": "x"})
+        assert bad_id.status_code == 400 and bad_id.json()["error"]["type"] == "invalid_prompt_id"
+        missing = client.post(
+            "/prompt", json={"prompt": {"1": {"class_type": "NoSuchNode", "inputs": {}}}}
+        )
+        assert missing.status_code == 400
+        assert missing.json()["error"]["type"] == "missing_node_type"
+        no_outputs = client.post(
+            "/prompt", json={"prompt": {"1": {"class_type": "StubFloat", "inputs": {"value": 1}}}}
+        )
+        assert no_outputs.json()["error"]["type"] == "prompt_no_outputs"
+        failed = client.post(
+            "/prompt",
+            json={
+                "prompt": {
+                    "1": {"class_type": "TestAutogrowSum", "inputs": {"scale": 1.0}},
+                    "2": {"class_type": "TestRecord", "inputs": {"value": ["1", 0]}},
+                }
+            },
+        )
+        body = failed.json()
+        assert failed.status_code == 400
+        assert body["error"]["type"] == "prompt_outputs_failed_validation"
+        (reason,) = body["node_errors"]["1"]["errors"]
+        assert reason["type"] == "required_input_missing" and reason["details"] == "value0"
+        assert body["node_errors"]["1"]["dependent_outputs"] == ["2"]
+
+
+def test_discovery_routes_answer_what_the_editor_asks(settings):
+    with TestClient(create_app(settings)) as client:
+        info = client.get("/api/object_info").json()
+        assert info["TestAutogrowSum"]["input"]["required"]["values"][0] == "COMFY_AUTOGROW_V3"
+        assert set(client.get("/object_info/TestRecord").json()) == {"TestRecord"}
+        assert client.get("/object_info/Nope").json() == {}
+        stats = client.get("/api/system_stats").json()
+        assert stats["system"]["ram_total"] > 0 and stats["devices"]
+        assert client.get("/api/prompt").json() == {"exec_info": {"queue_remaining": 0}}
+        assert client.get("/api/queue").json() == {"queue_running": [], "queue_pending": []}
+        assert client.get("/api/embeddings").json() == []
+
+
+def test_uploads_land_in_the_input_folder_and_view_refuses_traversal(settings):
+    with TestClient(create_app(settings)) as client:
+        sent = client.post(
+            "/api/upload/image", files={"image": ("a.png", b"one")}, data={"type": "input"}
+        )
+        assert sent.json() == {"name": "a.png", "subfolder": "", "type": "input"}
+        again = client.post("/api/upload/image", files={"image": ("a.png", b"two")})
+        assert again.json()["name"] == "a (1).png"  # a different file of the same name
+        assert client.get("/view", params={"filename": "a.png", "type": "input"}).content == b"one"
+        assert (
+            client.get("/view", params={"filename": "../queue.json", "type": "input"}).status_code
+            == 403
+        )
+        assert client.get("/view", params={"filename": "/etc/passwd"}).status_code == 403
+        assert client.get("/view", params={"filename": "a.png", "type": "bad"}).status_code == 400
+        assert client.get("/view", params={"filename": "none.png"}).status_code == 404
+
+
+def test_uploads_are_size_limited(tmp_path, registry_v3):
+    settings = ServerSettings(state=tmp_path / "s", registry=registry_v3, max_upload_bytes=10)
+    with TestClient(create_app(settings)) as client:
+        big = client.post("/upload/image", files={"image": ("big.png", b"x" * 11)})
+        assert big.status_code == 413
+
+
+def test_a_token_is_needed_beyond_loopback_and_checked_everywhere(tmp_path, registry_v3):
+    with pytest.raises(ServerError, match="token"):
+        ServerSettings(state=tmp_path / "s", host="0.0.0.0").check()
+    refused = CliRunner().invoke(cli.app, ["comfy", "serve", "--listen", "0.0.0.0"])
+    assert refused.exit_code == 1 and "token" in refused.output
+    settings = ServerSettings(
+        state=tmp_path / "t", host="0.0.0.0", token="s3cret", registry=registry_v3
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/api/queue").status_code == 401
+        assert client.get("/api/queue", headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert (
+            client.get("/api/queue", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        )
+        basic = base64.b64encode(b"anyone:s3cret").decode()
+        assert client.get("/queue", headers={"Authorization": f"Basic {basic}"}).status_code == 200
+        with pytest.raises(Exception):  # noqa: B017 - the socket is closed before accept
+            with client.websocket_connect("/ws"):
+                pass
+        with client.websocket_connect("/ws?token=s3cret") as socket:
+            assert socket.receive_json()["type"] == "status"
+
+
+# -- running prompts -----------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_a_plain_client_queues_a_prompt_and_reads_its_history(prefect_server, settings):
+    client_id = uuid.uuid4().hex
+    with TestClient(create_app(settings)) as client:
+        with client.websocket_connect(f"/ws?clientId={client_id}") as socket:
+            hello = socket.receive_json()
+            assert hello == {
+                "type": "status",
+                "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": client_id},
+            }
+            answer = client.post("/prompt", json={"prompt": api_prompt(), "client_id": client_id})
+            assert answer.status_code == 200, answer.text
+            prompt_id = answer.json()["prompt_id"]
+            assert answer.json()["node_errors"] == {}
+            messages = until_done(socket, prompt_id)
+        kinds = [m["type"] for m in messages if m["type"] != "status"]
+        assert kinds[0] == "execution_start" and kinds[1] == "execution_cached"
+        assert kinds[-2:] == ["execution_success", "executing"]
+        executing = {m["data"]["node"] for m in messages if m["type"] == "executing"}
+        assert {"3", "5", "6", "10"} <= executing
+        executed = {
+            m["data"]["node"]: m["data"]["output"] for m in messages if m["type"] == "executed"
+        }
+        assert executed["7"] == {
+            "values": [10.0]
+        }  # max((1.5 + 2.0 + 1.5) * 2, 1.5) and executed["9"] == {"values": ["9:0.75"]}
+        entry = client.get(f"/history/{prompt_id}").json()[prompt_id]
+        assert entry["status"]["status_str"] == "success" and entry["status"]["completed"]
+        assert entry["outputs"]["11"] == {"values": [0.25]}
+        assert entry["prompt"][1] == prompt_id
+
+        # the same prompt again: every node comes from the cache, and says so
+        with client.websocket_connect(f"/ws?clientId={client_id}") as socket:
+            socket.receive_json()
+            again = client.post("/prompt", json={"prompt": api_prompt(), "client_id": client_id})
+            messages = until_done(socket, again.json()["prompt_id"])
+        cached = next(m for m in messages if m["type"] == "execution_cached")["data"]["nodes"]
+        assert set(cached) == {"7", "8", "9", "11"}  # the outputs; nothing they need is read
+        assert not [m for m in messages if m["type"] == "executing" and m["data"]["node"]]
+
+
+@pytest.mark.integration
+def test_a_client_that_connects_after_posting_learns_the_prompt_is_done(prefect_server, settings):
+    with TestClient(create_app(settings)) as client:
+        answer = client.post("/api/prompt", json={"prompt": small_prompt(0.25)})
+        prompt_id = answer.json()["prompt_id"]
+        with client.websocket_connect("/ws") as socket:
+            while True:  # the status on connect, then one per queue change
+                status = socket.receive_json()
+                assert status["type"] == "status"
+                if status["data"]["status"]["exec_info"]["queue_remaining"] == 0:
+                    break
+        assert client.get(f"/api/history/{prompt_id}").json()[prompt_id]["outputs"] == {
+            "2": {"values": [0.25]}
+        }
+
+
+def test_queued_prompts_survive_a_restart(tmp_path, registry_v3):
+    state = tmp_path / "state"
+    first = ServerSettings(state=state, registry=registry_v3)
+    app = create_app(first)
+    server = app.state.server
+    server.start = lambda: None  # a server that stops before its worker takes anything
+    with TestClient(app) as client:
+        queued = client.post("/prompt", json={"prompt": small_prompt()}).json()["prompt_id"]
+        assert client.get("/queue").json()["queue_pending"][0][1] == queued
+    again = create_app(ServerSettings(state=state, registry=registry_v3))
+    again.state.server.start = lambda: None
+    with TestClient(again) as client:
+        assert client.get("/queue").json()["queue_pending"][0][1] == queued
+        client.post("/queue", json={"delete": [queued]})
+        assert client.get("/queue").json()["queue_pending"] == []
+
+
+def test_a_prompt_running_when_the_server_died_is_marked_in_the_history(tmp_path):
+    queue = PromptQueue(tmp_path)
+    queue.put(QueueItem(0, "p1", small_prompt(), {}, ["2"]))
+    assert queue.get(timeout=1).prompt_id == "p1"  # running; then the process dies
+    reopened = PromptQueue(tmp_path)
+    entry = reopened.history["p1"]
+    assert entry["status"]["status_str"] == "error"
+    assert entry["status"]["messages"][-1][1]["exception_type"] == "ServerStopped"
+    assert reopened.remaining() == 0
+
+
+@pytest.mark.integration
+def test_interrupt_cancels_the_running_prompt_and_keeps_what_finished(
+    prefect_server, tmp_path, registry_v3
+):
+    settings = ServerSettings(state=tmp_path / "state", registry=registry_v3, strategy="parallel")
+    prompt = {
+        "1": {"class_type": "StubFloat", "inputs": {"value": 0.5}},
+        "2": {"class_type": "TestSleep", "inputs": {"value": ["1", 0], "seconds": 0.1}},
+        "3": {"class_type": "TestSleep", "inputs": {"value": ["2", 0], "seconds": 2.0}},
+        "4": {"class_type": "TestSleep", "inputs": {"value": ["3", 0], "seconds": 2.0}},
+        "5": {"class_type": "TestRecord", "inputs": {"value": ["4", 0], "label": "slow"}},
+    }
+    client_id = uuid.uuid4().hex
+    with TestClient(create_app(settings)) as client:
+        with client.websocket_connect(f"/ws?clientId={client_id}") as socket:
+            socket.receive_json()
+            body = {"prompt": prompt, "client_id": client_id}
+            prompt_id = client.post("/prompt", json=body).json()["prompt_id"]
+            while True:
+                message = socket.receive_json()
+                if message["type"] == "executing" and message["data"]["node"] == "3":
+                    break
+            assert client.post("/api/interrupt", json={"prompt_id": prompt_id}).status_code == 200
+            messages = until_done(socket, prompt_id)
+        assert "execution_interrupted" in [m["type"] for m in messages]
+        entry = client.get(f"/history/{prompt_id}").json()[prompt_id]
+        assert entry["status"]["status_str"] == "error"
+        assert entry["status"]["messages"][-1][0] == "execution_interrupted"
+
+        # queued again, only what had not finished runs
+        with client.websocket_connect(f"/ws?clientId={client_id}") as socket:
+            socket.receive_json()
+            again = client.post("/prompt", json={"prompt": prompt, "client_id": client_id})
+            messages = until_done(socket, again.json()["prompt_id"])
+        ran = {m["data"]["node"] for m in messages if m["type"] == "executing"} - {None}
+        assert ran == {"4", "5"}
+        assert next(m for m in messages if m["type"] == "execution_cached")["data"]["nodes"] == [
+            "3"
+        ]
