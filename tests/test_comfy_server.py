@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from integration.cli import app as cli
-from integration.server import ServerError, ServerSettings, create_app
+from integration.server import ServerError, ServerSettings, create_app, editor
 from integration.server.queue import PromptQueue, QueueItem
 
 COMFY = Path(__file__).parent / "fixtures" / "comfy"
@@ -273,3 +273,44 @@ def test_interrupt_cancels_the_running_prompt_and_keeps_what_finished(
         assert next(m for m in messages if m["type"] == "execution_cached")["data"]["nodes"] == [
             "3"
         ]
+
+
+@pytest.mark.integration
+def test_nodegraph_types_are_comfyui_classes_too(prefect_server, settings):
+    with TestClient(create_app(settings)) as client:
+        add = client.get("/api/object_info/core.add").json()["core.add"]
+        assert add["input"]["required"]["a"][0] == "FLOAT" and add["output"] == ["FLOAT"]
+        assert add["category"] == "nodegraph/core"
+        prompt = {
+            "1": {"class_type": "core.add", "inputs": {"a": 1.0, "b": 2.0}},
+            "2": {"class_type": "TestRecord", "inputs": {"value": ["1", 0]}},
+        }
+        with client.websocket_connect("/ws?clientId=c1") as socket:
+            socket.receive_json()
+            answer = client.post("/prompt", json={"prompt": prompt, "client_id": "c1"})
+            until_done(socket, answer.json()["prompt_id"])
+        entry = client.get(f"/history/{answer.json()['prompt_id']}").json()
+        assert entry[answer.json()["prompt_id"]]["outputs"] == {"2": {"values": [3.0]}}
+
+
+def test_without_the_editor_the_root_says_how_to_install_it(settings, monkeypatch):
+    monkeypatch.setattr(editor, "static_folder", lambda: None)
+    with TestClient(create_app(settings)) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and "pip install 'nodegraph[editor]'" in page.text
+
+
+def test_the_editor_keeps_its_settings_and_files_in_the_user_folder(settings):
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/api/settings", json={"Comfy.A": 1}).status_code == 200
+        assert client.get("/api/settings/Comfy.A").json() == 1
+        assert client.get("/api/settings").json()["Comfy.A"] == 1
+        saved = client.post("/api/userdata/workflows/a.json", content=b'{"nodes": []}')
+        assert saved.json() == "workflows/a.json"
+        listed = client.get("/api/userdata", params={"dir": "workflows", "recurse": "true"})
+        assert listed.json() == ["a.json"]
+        assert client.get("/api/userdata/workflows/a.json").content == b'{"nodes": []}'
+        assert client.get("/api/userdata/..%2F..%2Fqueue.json").status_code in (403, 404)
+        assert client.delete("/api/userdata/workflows/a.json").status_code == 204
+        jobs = client.get("/api/jobs", params={"status": "completed", "limit": 5}).json()
+        assert jobs["pagination"]["limit"] == 5 and jobs["jobs"] == []

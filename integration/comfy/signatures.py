@@ -32,6 +32,9 @@ from integration.errors import NodegraphError, summarize_value
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", dynamic.DYNAMIC_COMBO})
 """Input types the ComfyUI frontend draws as widgets (values in ``widgets_values``)."""
 
+_COMFY_TYPES = {"int": "INT", "float": "FLOAT", "str": "STRING", "bool": "BOOLEAN", "any": "*"}
+"""nodegraph port types by the ComfyUI type names they show as."""
+
 SEED_NAMES = frozenset({"seed", "noise_seed"})
 """INT inputs that get a ``control_after_generate`` widget without asking for one."""
 
@@ -229,6 +232,37 @@ class Signature:
             output_node=bool(getattr(node_class, "OUTPUT_NODE", False)),
             input_is_list=bool(getattr(node_class, "INPUT_IS_LIST", False)),
             category=str(getattr(node_class, "CATEGORY", "")),
+        )
+
+    @classmethod
+    def from_node_type(cls, node_type: Any) -> Signature:
+        """A nodegraph node type described as a ComfyUI class, so that ComfyUI's editor
+        and clients can use it: ports as inputs (literal types as widgets, with their
+        default, min, max and choices), outputs in port order, ``nodegraph/<pack>`` as
+        the category."""
+        inputs = []
+        for port in node_type.inputs.values():
+            options: dict[str, Any] = {}
+            if not port.required and _jsonable(port.default):
+                options["default"] = port.default
+            for key in ("min", "max"):
+                if getattr(port, key) is not None:
+                    options[key] = getattr(port, key)
+            if port.description:
+                options["tooltip"] = port.description
+            kind = "COMBO" if port.choices else _COMFY_TYPES.get(port.type, port.type.upper())
+            category: Category = "required" if port.required else "optional"
+            choices = tuple(port.choices) if port.choices else None
+            inputs.append(InputSpec(port.name, kind, category, options, choices))
+        outputs = list(node_type.outputs.values())
+        return cls(
+            class_type=node_type.qualified_name,
+            inputs=tuple(inputs),
+            return_types=tuple(_COMFY_TYPES.get(o.type, o.type.upper()) for o in outputs),
+            return_names=tuple(o.name for o in outputs),
+            output_is_list=(False,) * len(outputs),
+            display_name=node_type.qualified_name,
+            category=f"nodegraph/{node_type.pack or 'nodes'}",
         )
 
     @classmethod

@@ -34,7 +34,6 @@ import binascii
 import hmac
 import ipaddress
 import logging
-import os
 import platform
 import sys
 import threading
@@ -48,16 +47,24 @@ from typing import Any
 
 import psutil
 from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile, WebSocket
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.websockets import WebSocketDisconnect
 
-from integration.comfy import ComfyWorkflowError, Signatures, import_workflow
+from integration.comfy import ComfyWorkflowError, Signature, Signatures, import_workflow
+from integration.comfy.nodes import ComfyNodeType
 from integration.comfy.validate import check_workflow
 from integration.config import NodegraphConfig
 from integration.errors import NodegraphError
 from integration.graph import GraphValidationError, NodeRegistry
 from integration.prefect.comfy import RunSession, run_workflow
 from integration.result import NodeReport, NodeState, RunResult
+from integration.server.editor import (
+    editor_routes,
+    internal_routes,
+    mount_editor,
+    prepare_user_folder,
+)
+from integration.server.paths import inside
 from integration.server.queue import PromptQueue, QueueItem
 
 logger = logging.getLogger("nodegraph.server")
@@ -533,7 +540,7 @@ def create_app(settings: ServerSettings, server: ComfyServer | None = None) -> F
     ) -> JSONResponse:
         if type not in FOLDER_TYPES or not image.filename:
             return JSONResponse({"error": "a file and a type of output, input or temp"}, 400)
-        target = _inside(settings.folder(type), subfolder, Path(image.filename).name)
+        target = inside(settings.folder(type), subfolder, Path(image.filename).name)
         if target is None:
             return JSONResponse({"error": "the path leaves the upload folder"}, 400)
         data = await image.read(settings.max_upload_bytes + 1)
@@ -554,7 +561,7 @@ def create_app(settings: ServerSettings, server: ComfyServer | None = None) -> F
             return Response(status_code=404)
         if type not in FOLDER_TYPES:
             return Response(status_code=400)
-        target = _inside(settings.folder(type), subfolder, filename)
+        target = inside(settings.folder(type), subfolder, filename)
         if target is None:
             return Response(status_code=403)
         if not target.is_file():
@@ -588,16 +595,60 @@ def create_app(settings: ServerSettings, server: ComfyServer | None = None) -> F
     app.add_api_websocket_route("/ws", websocket)
     app.add_api_websocket_route("/api/ws", websocket)
 
-    @app.get("/")
-    async def index() -> HTMLResponse:
-        return HTMLResponse(_INDEX)
-
+    prepare_user_folder(settings.folder("user"))
+    editor = editor_routes(lambda: settings.folder("user"), lambda r: _jobs(server, r))
+    app.include_router(editor)
+    app.include_router(editor, prefix="/api")
+    app.include_router(internal_routes())
+    mount_editor(app)  # last: it serves every path no route took
     return app
 
 
-_INDEX = """<!doctype html><title>nodegraph</title>
-<p>This is nodegraph's ComfyUI server: POST prompts to <code>/prompt</code> and listen on
-<code>/ws</code>, as with ComfyUI.</p>"""
+def _jobs(server: ComfyServer, request: Request) -> dict[str, Any]:
+    """The editor's queue and history panels (ComfyUI's ``/api/jobs``)."""
+    wanted = set((request.query_params.get("status") or "").split(",")) - {""}
+    limit = int(request.query_params.get("limit") or 200)
+    offset = max(0, int(request.query_params.get("offset") or 0))
+    running, pending = server.queue.snapshot()
+    jobs: list[dict[str, Any]] = []
+    for items, status in ((running, "in_progress"), (pending, "pending")):
+        for number, prompt_id, _prompt, extra, _outputs in items:
+            jobs.append(_job(prompt_id, status, number, extra))
+    for prompt_id, entry in reversed(server.queue.history.items()):
+        messages = entry["status"]["messages"]
+        if entry["status"]["status_str"] == "success":
+            status = "completed"
+        elif any(m[0] == "execution_interrupted" for m in messages):
+            status = "cancelled"
+        else:
+            status = "failed"
+        number, _, _, extra, _ = entry["prompt"]
+        job = _job(prompt_id, status, number, extra)
+        job["outputs_count"] = sum(len(v) for ui in entry["outputs"].values() for v in ui.values())
+        jobs.append(job)
+    if wanted:
+        jobs = [job for job in jobs if job["status"] in wanted]
+    page = jobs[offset : offset + limit]
+    return {
+        "jobs": page,
+        "pagination": {
+            "offset": offset,
+            "limit": limit,
+            "total": len(jobs),
+            "has_more": offset + limit < len(jobs),
+        },
+    }
+
+
+def _job(prompt_id: str, status: str, number: float, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": prompt_id,
+        "status": status,
+        "priority": number,
+        "create_time": extra.get("create_time", 0),
+        "outputs_count": 0,
+        "previewable_outputs_count": 0,
+    }
 
 
 def _features(settings: ServerSettings) -> dict[str, Any]:
@@ -610,10 +661,28 @@ def _features(settings: ServerSettings) -> dict[str, Any]:
 
 
 def _object_info(registry: NodeRegistry) -> dict[str, Any]:
-    return {
-        name: node_type.signature.to_object_info()  # type: ignore[attr-defined]
-        for name, node_type in registry.comfy_types().items()
+    """The ComfyUI classes of the loaded packs, and nodegraph's own types (``core.add``)
+    described as ComfyUI classes, so that prompts may use both."""
+    described = {
+        node_type.qualified_name: _node_info(
+            Signature.from_node_type(node_type), f"nodegraph.{node_type.pack}"
+        )
+        for node_type in registry
+        if not isinstance(node_type, ComfyNodeType)
     }
+    for name, node_type in registry.comfy_types().items():
+        signature = node_type.signature  # type: ignore[attr-defined]
+        described[name] = _node_info(signature, f"custom_nodes.{node_type.pack}")
+    return described
+
+
+def _node_info(signature: Signature, module: str) -> dict[str, Any]:
+    # The editor reads every key ComfyUI's object_info has (it splits python_module).
+    info = signature.to_object_info()
+    info.setdefault("description", "")
+    info.update(python_module=module, deprecated=False, experimental=False)
+    info["output_tooltips"] = [None] * len(info["output"])
+    return info
 
 
 def _authorized(
@@ -631,15 +700,6 @@ def _authorized(
         except (binascii.Error, UnicodeDecodeError):
             offered = ""
     return bool(offered) and hmac.compare_digest(offered.encode(), token.encode())
-
-
-def _inside(folder: Path, subfolder: str, name: str) -> Path | None:
-    """``folder/subfolder/name`` if it stays inside ``folder`` (no ``..``, no absolute)."""
-    if not name or name.startswith("/") or os.path.isabs(subfolder):
-        return None
-    root = folder.resolve()
-    target = (root / subfolder / name).resolve()
-    return target if target.is_relative_to(root) and target != root else None
 
 
 def _free_name(target: Path, data: bytes) -> Path:
