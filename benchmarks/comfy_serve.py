@@ -76,7 +76,7 @@ def main() -> None:
     settings = ServerSettings(state=state, strategy=args.strategy, registry=registry, config=config)
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None)
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

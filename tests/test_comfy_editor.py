@@ -44,7 +44,7 @@ def served(prefect_server, tmp_path, registry_v3):
     )
     port = free_port()
     app = create_app(ServerSettings(state=state, registry=registry_v3))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
     thread = threading.Thread(target=server.run, name="editor-test-server")
     thread.start()
     while not server.started:

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from typer.testing import CliRunner
 
 from integration.cli import app as cli
+from integration.config import ExecutionConfig, NodegraphConfig
 from integration.server import ServerError, ServerSettings, create_app, editor
 from integration.server.queue import PromptQueue, QueueItem
 
@@ -179,6 +183,17 @@ def test_a_plain_client_queues_a_prompt_and_reads_its_history(prefect_server, se
         assert entry["status"]["status_str"] == "success" and entry["status"]["completed"]
         assert entry["outputs"]["11"] == {"values": [0.25]}
         assert entry["prompt"][1] == prompt_id
+        names: set[str] = set()
+        flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[entry["nodegraph"]["flow_run_id"]]))
+        with get_client(sync_client=True) as prefect:  # one flow run, a task run per node
+            for _ in range(50):  # the server stores task runs from events, a moment later
+                names = {
+                    t.name.split(" #")[0] for t in prefect.read_task_runs(flow_run_filter=flow_run)
+                }
+                if {"TestAutogrowSum", "TestDynamicComboImage"} <= names:
+                    break
+                time.sleep(0.2)
+        assert {"TestAutogrowSum", "TestDynamicComboImage"} <= names
 
         # the same prompt again: every node comes from the cache, and says so
         with client.websocket_connect(f"/ws?clientId={client_id}") as socket:
@@ -314,3 +329,30 @@ def test_the_editor_keeps_its_settings_and_files_in_the_user_folder(settings):
         assert client.delete("/api/userdata/workflows/a.json").status_code == 204
         jobs = client.get("/api/jobs", params={"status": "completed", "limit": 5}).json()
         assert jobs["pagination"]["limit"] == 5 and jobs["jobs"] == []
+
+
+@pytest.mark.integration
+def test_a_plain_client_on_a_real_dask_cluster_finds_its_flow_run_on_the_server(
+    prefect_server, dask_cluster, tmp_path, registry_v3
+):
+    config = NodegraphConfig(execution=ExecutionConfig(dask_address=dask_cluster.address))
+    settings = ServerSettings(
+        state=tmp_path / "state", registry=registry_v3, config=config, strategy="distributed"
+    )
+    with TestClient(create_app(settings)) as client:
+        with client.websocket_connect("/ws?clientId=dask") as socket:
+            socket.receive_json()
+            answer = client.post("/prompt", json={"prompt": api_prompt(), "client_id": "dask"})
+            prompt_id = answer.json()["prompt_id"]
+            until_done(socket, prompt_id)
+        entry = client.get(f"/history/{prompt_id}").json()[prompt_id]
+    assert entry["status"]["status_str"] == "success"
+    assert entry["outputs"]["7"] == {"values": [10.0]}
+    flow_run_id = entry["nodegraph"]["flow_run_id"]
+    with get_client(sync_client=True) as prefect:
+        flow_run = prefect.read_flow_run(flow_run_id)
+        task_runs = prefect.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    assert flow_run.state.is_completed()
+    assert task_runs  # the prompt's nodes, as task runs (fused units count as one)

@@ -240,4 +240,6 @@ def serve_command(
         raise _fail(str(exc)) from None
     err.print(f"nodegraph ComfyUI server on http://{settings.host}:{port}")
     err.print(f"queue, history and files in {settings.state}")
-    uvicorn.run(app, host=settings.host, port=port, log_level="warning")
+    # log_config=None: uvicorn's own logging config would close every handler of the
+    # process, Prefect's API log handler among them, and the runs' logs would be lost.
+    uvicorn.run(app, host=settings.host, port=port, log_level="warning", log_config=None)

@@ -316,7 +316,8 @@ class ComfyServer:
         for node_id, ui in outputs.items():
             send("executed", {"node": node_id, "display_node": node_id, "output": ui})
         status = self._finish(result, send)
-        self.queue.done(item, outputs, status, messages)
+        run = {"flow_run_id": result.flow_run_id, "resume_id": result.resume_id}
+        self.queue.done(item, outputs, status, messages, run)
 
     def _finish(self, result: RunResult, send: Any) -> str:
         executed = [n for n, r in result.nodes.items() if r.state == NodeState.COMPLETED]

@@ -137,10 +137,19 @@ class PromptQueue:
             return self.running
 
     def done(
-        self, item: QueueItem, outputs: dict[str, Any], status: str, messages: list[Any]
+        self,
+        item: QueueItem,
+        outputs: dict[str, Any],
+        status: str,
+        messages: list[Any],
+        run: dict[str, Any] | None = None,
     ) -> None:
+        """Move the running prompt to the history; ``run`` (its flow run id and resume id)
+        is kept there under ``nodegraph``, a key ComfyUI clients ignore."""
         with self._lock:
             self._record(item, outputs, status, messages)
+            if run:
+                self.history[item.prompt_id]["nodegraph"] = run
             self.running = None
             self._save()
 
