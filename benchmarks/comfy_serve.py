@@ -2,7 +2,7 @@
 
     python benchmarks/comfy_serve.py [--repeat 5] [--strategy sequential]
 
-For a one-node prompt and a 50-node prompt (a chain of ``StubFloat`` and
+For a one-node prompt and a 50-node prompt (a chain of ``StubImage`` and
 ``TestAsyncScale`` nodes of the test packs, ending in ``TestRecord``), it starts the
 server (uvicorn, on a free loopback port, in this process), connects a websocket
 client as a ComfyUI client does, posts the prompt (the cache off, so that every run
@@ -45,8 +45,9 @@ from integration.server import ServerSettings, create_app  # noqa: E402
 
 
 def prompt_of(nodes: int) -> dict[str, Any]:
-    """A chain: a StubFloat, then ``nodes - 2`` TestAsyncScale, then TestRecord."""
-    prompt: dict[str, Any] = {"1": {"class_type": "StubFloat", "inputs": {"value": 0.5}}}
+    """A chain: a StubImage, then ``nodes - 2`` TestAsyncScale, then TestRecord."""
+    source = {"content": "WHITE", "height": 8, "width": 8, "batch_size": 1}
+    prompt: dict[str, Any] = {"1": {"class_type": "StubImage", "inputs": source}}
     for index in range(2, nodes):
         prompt[str(index)] = {
             "class_type": "TestAsyncScale",
@@ -90,7 +91,8 @@ def main() -> None:
             ws.recv()  # status
             started = time.perf_counter()
             answer = httpx.post(f"{base}/prompt", json={"prompt": prompt, "client_id": client_id})
-            answer.raise_for_status()
+            if answer.status_code != 200:
+                raise SystemExit(f"POST /prompt: {answer.status_code} {answer.text}")
             while True:
                 message = json.loads(ws.recv())
                 if message["type"] == "execution_success":
