@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +19,9 @@ from typer.testing import CliRunner
 
 from integration.cli import app as cli
 from integration.config import ExecutionConfig, NodegraphConfig
+from integration.graph.context import ExecutionContext, running_node
 from integration.server import ServerError, ServerSettings, create_app, editor
+from integration.server.app import preview_frame
 from integration.server.queue import PromptQueue, QueueItem
 
 COMFY = Path(__file__).parent / "fixtures" / "comfy"
@@ -40,11 +43,17 @@ def settings(tmp_path, registry_v3) -> ServerSettings:
     return ServerSettings(state=tmp_path / "state", registry=registry_v3)
 
 
-def until_done(socket, prompt_id: str) -> list[dict]:
-    """Messages up to ``executing`` with ``node: null`` for the prompt."""
+def until_done(socket, prompt_id: str, frames: list[bytes] | None = None) -> list[dict]:
+    """Messages up to ``executing`` with ``node: null`` for the prompt; binary frames
+    (previews) go to ``frames``."""
     seen = []
     while True:
-        message = socket.receive_json()
+        received = socket.receive()
+        if received.get("bytes") is not None:
+            assert frames is not None, "a binary frame nobody asked for"
+            frames.append(received["bytes"])
+            continue
+        message = json.loads(received["text"])
         seen.append(message)
         data = message["data"]
         if message["type"] == "executing" and data.get("node") is None:
@@ -234,7 +243,11 @@ def test_queued_prompts_survive_a_restart(tmp_path, registry_v3):
     again.state.server.start = lambda: None
     with TestClient(again) as client:
         assert client.get("/queue").json()["queue_pending"][0][1] == queued
-        client.post("/queue", json={"delete": [queued]})
+        later = client.post("/prompt", json={"prompt": small_prompt(0.75)}).json()
+        assert later["number"] == 1  # after the prompt queued before the restart
+        pending = client.get("/queue").json()["queue_pending"]
+        assert [item[1] for item in pending] == [queued, later["prompt_id"]]
+        client.post("/queue", json={"delete": [queued, later["prompt_id"]]})
         assert client.get("/queue").json()["queue_pending"] == []
 
 
@@ -298,7 +311,9 @@ def test_nodegraph_types_are_comfyui_classes_too(prefect_server, settings):
         assert add["category"] == "nodegraph/core"
         prompt = {
             "1": {"class_type": "core.add", "inputs": {"a": 1.0, "b": 2.0}},
-            "2": {"class_type": "TestRecord", "inputs": {"value": ["1", 0]}},
+            # core.log takes a context: the task's, with its logger
+            "3": {"class_type": "core.log", "inputs": {"value": ["1", 0], "message": "sum"}},
+            "2": {"class_type": "TestRecord", "inputs": {"value": ["3", 0]}},
         }
         with client.websocket_connect("/ws?clientId=c1") as socket:
             socket.receive_json()
@@ -356,3 +371,109 @@ def test_a_plain_client_on_a_real_dask_cluster_finds_its_flow_run_on_the_server(
         )
     assert flow_run.state.is_completed()
     assert task_runs  # the prompt's nodes, as task runs (fused units count as one)
+
+
+# -- progress and previews -----------------------------------------------------------
+
+
+def test_preview_frames_have_comfyuis_binary_layout():
+    image = b"\x89PNG-bytes"
+    plain = preview_frame(image, "PNG", None)
+    assert struct.unpack(">II", plain[:8]) == (1, 2) and plain[8:] == image
+    assert struct.unpack(">II", preview_frame(b"\xff\xd8j", "JPEG", None)[:8]) == (1, 1)
+    described = preview_frame(image, "PNG", {"node_id": "4", "prompt_id": "p"})
+    kind, length = struct.unpack(">II", described[:8])
+    assert kind == 4
+    assert json.loads(described[8 : 8 + length]) == {
+        "node_id": "4",
+        "prompt_id": "p",
+        "image_type": "image/png",
+    }
+    assert described[8 + length :] == image
+
+
+def test_a_packs_progress_bar_reports_to_the_running_nodes_context(registry_v3):
+    import logging
+
+    from comfy.utils import ProgressBar
+
+    from nodes.comfy_testing.specific_tests import grey_png
+
+    reported: list[tuple] = []
+    context = ExecutionContext(
+        "run",
+        "7",
+        "TestProgressPreview",
+        logging.getLogger("test"),
+        progress_hook=lambda *args: reported.append(("progress", *args)),
+        preview_hook=lambda *args: reported.append(("preview", *args)),
+    )
+    ProgressBar(2).update(1)  # no node running: nothing to report to, and no error
+    assert reported == []
+    with running_node(context):
+        bar = ProgressBar(2)
+        bar.update(1)
+        bar.update_absolute(5, preview=("PNG", grey_png(1.0), None))  # capped at the total
+    assert reported == [
+        ("progress", "7", 1, 2, ""),
+        ("progress", "7", 2, 2, ""),
+        ("preview", "7", grey_png(1.0), "PNG"),
+    ]
+    with pytest.raises(ValueError, match="'7' sent a preview as 'GIF'"):
+        context.preview(b"GIF89a", "GIF")
+
+
+@pytest.mark.integration
+def test_progress_and_previews_reach_the_client(prefect_server, settings):
+    from nodes.comfy_testing.specific_tests import grey_png
+
+    def prompt(value: float) -> dict:
+        return {
+            "1": {"class_type": "StubFloat", "inputs": {"value": value}},
+            "2": {
+                "class_type": "TestProgressPreview",
+                "inputs": {"value": ["1", 0], "steps": 3, "seconds": 0.0},
+            },
+            "3": {"class_type": "TestRecord", "inputs": {"value": ["2", 0]}},
+        }
+
+    with TestClient(create_app(settings)) as client:
+        # a client that announces supports_preview_metadata gets frames of type 4
+        with client.websocket_connect("/ws?clientId=editor") as socket:
+            socket.receive_json()
+            socket.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+            assert socket.receive_json()["data"]["supports_preview_metadata"] is True
+            answer = client.post("/prompt", json={"prompt": prompt(0.5), "client_id": "editor"})
+            prompt_id = answer.json()["prompt_id"]
+            frames: list[bytes] = []
+            messages = until_done(socket, prompt_id, frames)
+        progress = [m["data"] for m in messages if m["type"] == "progress"]
+        assert progress == [
+            {"value": step, "max": 3, "node": "2", "prompt_id": prompt_id} for step in (1, 2, 3)
+        ]
+        states = [m["data"]["nodes"] for m in messages if m["type"] == "progress_state"]
+        steps = [(n["2"]["state"], n["2"]["value"], n["2"]["max"]) for n in states if "2" in n]
+        assert steps[:4] == [
+            ("running", 0, 1),
+            ("running", 1, 3),
+            ("running", 2, 3),
+            ("running", 3, 3),
+        ]
+        assert steps[-1] == ("finished", 1, 1)
+        assert states[-1]["3"]["state"] == "finished" and states[-1]["2"]["prompt_id"] == prompt_id
+        assert len(frames) == 3
+        for step, frame in enumerate(frames, start=1):
+            kind, length = struct.unpack(">II", frame[:8])
+            metadata = json.loads(frame[8 : 8 + length])
+            assert kind == 4 and metadata["node_id"] == "2" and metadata["prompt_id"] == prompt_id
+            assert metadata["image_type"] == "image/png"
+            assert frame[8 + length :] == grey_png(step / 3)
+
+        # one that does not gets ComfyUI's older frames: type 1, format 2 (PNG)
+        with client.websocket_connect("/ws?clientId=script") as socket:
+            socket.receive_json()
+            answer = client.post("/prompt", json={"prompt": prompt(0.6), "client_id": "script"})
+            frames = []
+            until_done(socket, answer.json()["prompt_id"], frames)
+        assert [struct.unpack(">II", f[:8]) for f in frames] == [(1, 2)] * 3
+        assert frames[-1][8:] == grey_png(1.0)

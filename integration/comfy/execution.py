@@ -51,6 +51,7 @@ from integration.engine.backend import InlineBackend, Submission
 from integration.engine.program import RunningGraph
 from integration.engine.units import NodeOutput
 from integration.errors import ErrorType, NodegraphError
+from integration.graph.context import ExecutionContext, current_context
 from integration.graph.model import Graph
 from integration.graph.nodetype import NodeType
 from integration.graph.policy import ErrorPolicy
@@ -131,7 +132,7 @@ def execute_call(call: NodeCall, observe: Mapping[str, Any] | None = None) -> No
 def _call(call: NodeCall) -> NodeOutcome:
     if isinstance(call.node_type, ComfyNodeType):
         return call_node(call.node_type, call.node_id, call.inputs)
-    return _call_nodegraph_type(call.node_type, call.inputs)
+    return _call_nodegraph_type(call)
 
 
 def _inline_call(arguments: Mapping[str, Any]) -> NodeOutput:
@@ -143,15 +144,27 @@ def comfy_inline_backend() -> InlineBackend:
     return InlineBackend(calls={COMFY_KIND: _inline_call})
 
 
-def _call_nodegraph_type(node_type: NodeType, inputs: Mapping[str, list[Any]]) -> NodeOutcome:
+def _call_nodegraph_type(call: NodeCall) -> NodeOutcome:
     started = time.perf_counter()
+    node_type = call.node_type
+    # The context of the surrounding task (set by the backend), so that nodegraph types
+    # that ask for one log and report progress as they do in a graph; with no backend
+    # context (the inline backend) the node still gets one, logging to nodegraph's log.
+    context = None
+    if node_type.context_param:
+        context = current_context() or ExecutionContext(
+            execution_id="",
+            node_id=call.node_id,
+            node_type=node_type.qualified_name,
+            logger=logger,
+        )
 
     class _Adapter:
         def call(self, **values: Any) -> tuple[Any, ...]:
-            outputs = node_type.invoke(values)
+            outputs = node_type.invoke(values, context)
             return tuple(outputs[name] for name in node_type.outputs)
 
-    results = map_over_list(_Adapter(), inputs, "call")
+    results = map_over_list(_Adapter(), call.inputs, "call")
     outcome = NodeOutcome(outputs=merge_results(results, ()))
     outcome.duration_s = time.perf_counter() - started
     return outcome

@@ -5,23 +5,28 @@
     >>> add.out(0), builder.finalize()["7.0.0.1"]["class_type"]
     (['7.0.0.1', 0], 'IntAdd')
 
-Packs import ``ExecutionBlocker`` from ``comfy_execution.graph`` and ``GraphBuilder`` and
-``is_link`` from ``comfy_execution.graph_utils``. ``install_shims`` makes those module
-names resolve to this module when no ComfyUI is importable, so a pack written for
-ComfyUI loads unchanged. The behaviour follows ComfyUI's: a builder's default id prefix
-is ``"<node id>.<call index>.<graph index>."``, set before each call of the expanding
-node; here it is kept per thread, because nodegraph runs nodes side by side.
+Packs import ``ExecutionBlocker`` from ``comfy_execution.graph``, ``GraphBuilder`` and
+``is_link`` from ``comfy_execution.graph_utils``, and ``ProgressBar`` from
+``comfy.utils``. ``install_shims`` makes those module names resolve to this module
+when no ComfyUI is importable, so a pack written for ComfyUI loads unchanged. The
+behaviour follows ComfyUI's: a builder's default id prefix is ``"<node id>.<call
+index>.<graph index>."``, set before each call of the expanding node; here it is kept
+per thread, because nodegraph runs nodes side by side. A ``ProgressBar`` reports to the
+running node's context: the run's progress, and preview frames in ``comfy serve``.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib.util
+import io
 import sys
 import threading
 import types
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from integration.graph.context import current_context
 
 
 class ExecutionBlocker:
@@ -253,6 +258,91 @@ class IO:
     VAE = "VAE"
 
 
+# -- comfy.utils: progress bars ----------------------------------------------------
+
+ProgressBarHook = Callable[..., None]
+"""ComfyUI's global progress hook: ``hook(value, total, preview, node_id=None)``."""
+
+
+def report_progress(
+    value: float, total: float | None, preview: Any = None, node_id: str | None = None
+) -> None:
+    """The default hook: a pack's ``ProgressBar`` reports to the running node's context
+    (the run's progress and, for a preview, the ComfyUI server's preview frames)."""
+    context = current_context()
+    if context is None:
+        return
+    context.progress(value, total)
+    if preview is not None:
+        image, image_format = preview_bytes(preview)
+        context.preview(image, image_format)
+
+
+def preview_bytes(preview: Any) -> tuple[bytes, str]:
+    """ComfyUI's preview, ``(format, image, max_size)`` with a PIL image, or encoded
+    bytes; as ``(encoded bytes, "PNG" | "JPEG")``."""
+    if isinstance(preview, bytes | bytearray):
+        return bytes(preview), "JPEG" if bytes(preview[:2]) == b"\xff\xd8" else "PNG"
+    if not isinstance(preview, tuple | list) or len(preview) < 2:
+        raise TypeError(
+            f"a ProgressBar preview must be (format, image, max_size), not {type(preview).__name__}"
+        )
+    image_format, image = str(preview[0]).upper(), preview[1]
+    if isinstance(image, bytes | bytearray):
+        return bytes(image), image_format
+    max_size = preview[2] if len(preview) > 2 else None
+    if max_size and hasattr(image, "thumbnail"):
+        image = image.copy()
+        image.thumbnail((max_size, max_size))
+    encoded = io.BytesIO()
+    image.save(encoded, format=image_format)  # a PIL image, as ComfyUI sends
+    return encoded.getvalue(), image_format
+
+
+PROGRESS_BAR_ENABLED = True
+PROGRESS_BAR_HOOK: ProgressBarHook | None = report_progress
+
+
+def set_progress_bar_enabled(enabled: bool) -> None:
+    global PROGRESS_BAR_ENABLED
+    PROGRESS_BAR_ENABLED = enabled
+
+
+def set_progress_bar_global_hook(function: ProgressBarHook | None) -> None:
+    global PROGRESS_BAR_HOOK
+    PROGRESS_BAR_HOOK = function
+
+
+def _progress_setting(name: str) -> Any:
+    # comfy.utils.PROGRESS_BAR_HOOK and _ENABLED read the current values, as in ComfyUI.
+    if name in ("PROGRESS_BAR_HOOK", "PROGRESS_BAR_ENABLED"):
+        return globals()[name]
+    raise AttributeError(f"module 'comfy.utils' (nodegraph's stand-in) has no {name!r}")
+
+
+class ProgressBar:
+    """``comfy.utils.ProgressBar``: ``update(1)`` per step, ``update_absolute(v, total,
+    preview)``; each update reaches the global hook, as in ComfyUI."""
+
+    def __init__(self, total: float, node_id: str | None = None) -> None:
+        self.total = total
+        self.current: float = 0
+        self.node_id = node_id
+        self.hook = PROGRESS_BAR_HOOK
+
+    def update_absolute(
+        self, value: float, total: float | None = None, preview: Any = None
+    ) -> None:
+        if total is not None:
+            self.total = total
+        self.current = min(value, self.total)
+        if self.hook is not None:
+            self.hook(self.current, self.total, preview, node_id=self.node_id)
+
+    def update(self, value: float) -> None:
+        self.update_absolute(self.current + value)
+
+
 _installed = False
 _install_lock = threading.Lock()
 
@@ -286,6 +376,13 @@ def install_shims() -> None:
             package = shim_module("comfy", package=True)
             package.comfy_types = shim_module(
                 "comfy.comfy_types", IO=IO, ComfyNodeABC=ComfyNodeABC, InputTypeDict=dict
+            )
+            package.utils = shim_module(
+                "comfy.utils",
+                ProgressBar=ProgressBar,
+                set_progress_bar_enabled=set_progress_bar_enabled,
+                set_progress_bar_global_hook=set_progress_bar_global_hook,
+                __getattr__=_progress_setting,
             )
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,19 @@ class RunInterrupted(NodegraphError):
 
 
 ProgressHook = Callable[[str, float, float | None, str], None]
+PreviewHook = Callable[[str, bytes, str], None]
+"""Told ``(node_id, image, format)`` for each preview a node sends (``"PNG"``, ``"JPEG"``)."""
+
+PREVIEW_FORMATS = ("PNG", "JPEG")
+
+
+@dataclass(frozen=True)
+class NodeHooks:
+    """Where nodes running in the caller's process report: ``progress`` and ``preview``
+    (a ComfyUI server turns them into websocket messages, the CLI into its progress line)."""
+
+    progress: ProgressHook | None = None
+    preview: PreviewHook | None = None
 
 
 @dataclass
@@ -35,6 +50,8 @@ class ExecutionContext:
     - ``node_id`` / ``node_type``: which node of the graph is running.
     - ``logger``: writes to the Prefect task run's log, so it shows in the UI.
     - ``progress(done, total, message)``: report progress of a long node.
+    - ``preview(image, format)``: send a preview image (PNG or JPEG bytes) to whoever
+      watches the run in this process (the ComfyUI editor shows it on the node).
     - ``checkpoint()``: call it between units of work; it raises ``RunInterrupted``
       once the run has been asked to stop, so long nodes stop promptly.
     """
@@ -45,6 +62,7 @@ class ExecutionContext:
     logger: logging.Logger | logging.LoggerAdapter[Any]
     stop_requested: threading.Event = field(default_factory=threading.Event)
     progress_hook: ProgressHook | None = None
+    preview_hook: PreviewHook | None = None
     last_progress: tuple[float, float | None, str] | None = None
 
     def progress(self, done: float, total: float | str | None = None, message: str = "") -> None:
@@ -62,7 +80,43 @@ class ExecutionContext:
         if self.progress_hook is not None:
             self.progress_hook(self.node_id, done, total, message)
 
+    def preview(self, image: bytes, format: str = "PNG") -> None:
+        """Send a preview image, encoded as ``format`` (PNG or JPEG). Nodes running in
+        another process (Dask workers, process pools) have no watcher: it is dropped."""
+        format = format.upper()
+        if format not in PREVIEW_FORMATS:
+            raise ValueError(
+                f"node {self.node_id!r} sent a preview as {format!r}: use one of "
+                f"{', '.join(PREVIEW_FORMATS)}"
+            )
+        if not isinstance(image, bytes | bytearray | memoryview):
+            raise TypeError(
+                f"node {self.node_id!r} sent a preview of type {type(image).__name__}: "
+                "send the encoded image's bytes"
+            )
+        if self.preview_hook is not None:
+            self.preview_hook(self.node_id, bytes(image), format)
+
     def checkpoint(self) -> None:
         """Raise ``RunInterrupted`` if the run should stop; otherwise return at once."""
         if self.stop_requested.is_set():
             raise RunInterrupted(f"node {self.node_id!r} interrupted: the run is stopping")
+
+
+_current: ContextVar[ExecutionContext | None] = ContextVar("nodegraph_node_context", default=None)
+
+
+def current_context() -> ExecutionContext | None:
+    """The context of the node running on this thread, for code that cannot take one as
+    a parameter (ComfyUI's ``comfy.utils.ProgressBar`` inside a pack)."""
+    return _current.get()
+
+
+@contextmanager
+def running_node(context: ExecutionContext) -> Iterator[ExecutionContext]:
+    """Make ``context`` the one ``current_context()`` returns while the node runs."""
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)

@@ -32,6 +32,7 @@ from prefect.states import State
 from integration.comfy.execution import COMFY_KIND, NodeCall, execute_call
 from integration.engine.backend import Completion, Submission
 from integration.engine.units import NodeOutput, locks_its_key
+from integration.graph.context import running_node
 from integration.graph.policy import ErrorPolicy, RetryPolicy
 from integration.graph.validate import BoundNode
 from integration.prefect.storage import NodeKeyPolicy, TieredResultStorage
@@ -43,10 +44,20 @@ from integration.prefect.tasks import (
     pack_tag,
     shared_task,
     stop_starting_nodes,
+    task_context,
 )
 
+
+def execute_comfy_call(call: NodeCall, observe: Mapping[str, Any] | None = None) -> NodeOutput:
+    """``execute_call`` with the node's context current, so that a pack's
+    ``comfy.utils.ProgressBar`` and a nodegraph type's ``context`` reach the run's
+    progress and preview hooks."""
+    with running_node(task_context(call.node_id, call.class_type)):
+        return execute_call(call, observe)
+
+
 COMFY_TASK: Task[..., NodeOutput] = Task(
-    fn=execute_call,
+    fn=execute_comfy_call,
     name="comfy-node",
     # The ComfyUI program stores each node's final result under its content key: an
     # expanded node's task returns its expansion, which is not the key's result.

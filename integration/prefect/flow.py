@@ -51,7 +51,7 @@ from integration.config import (
 )
 from integration.engine import Hooks, ListenerHooks, NodeListener, Scheduler, StartedHooks
 from integration.errors import ConfigError, NodegraphError
-from integration.graph.context import ProgressHook
+from integration.graph.context import NodeHooks, PreviewHook, ProgressHook
 from integration.graph.gcpause import heap_frozen
 from integration.graph.load import GraphSource, load_graph
 from integration.graph.policy import ErrorPolicy, default_policy
@@ -82,7 +82,7 @@ from integration.prefect.storage import (
     load_cached_value,
     store_result,
 )
-from integration.prefect.tasks import PROGRESS_HOOKS, node_tags, start_tag_services
+from integration.prefect.tasks import NODE_HOOKS, node_tags, start_tag_services
 from integration.resources import ResourcePool
 from integration.resources.memory import MemoryManager
 from integration.resources.pool import machine_memory_mb
@@ -142,6 +142,8 @@ class RunSession:
     on_node_started: Callable[[str], None] | None = None
     # Told ``context.progress`` calls of nodes running in this process.
     on_node_progress: ProgressHook | None = None
+    # Told ``context.preview`` images of nodes running in this process.
+    on_node_preview: PreviewHook | None = None
     # The final progress of the run, published after the flow run ends.
     progress: tuple[str | None, Progress] | None = None
 
@@ -534,8 +536,11 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
             )
             if instruments is not None:
                 instruments.start()
-            if session is not None and session.on_node_progress and flow_run_id:
-                PROGRESS_HOOKS[flow_run_id] = session.on_node_progress
+            if session is not None and flow_run_id:
+                if session.on_node_progress or session.on_node_preview:
+                    NODE_HOOKS[flow_run_id] = NodeHooks(
+                        session.on_node_progress, session.on_node_preview
+                    )
             if session is not None:
                 session.started(flow_run_id, execution)
             if state.tag_sets:
@@ -571,7 +576,7 @@ def _run_body(state: _FlowState | None, inputs: dict[str, Any]) -> Any:
             if memory is not None:
                 memory.clean()
             if flow_run_id:
-                PROGRESS_HOOKS.pop(flow_run_id, None)
+                NODE_HOOKS.pop(flow_run_id, None)
     result.duration_s = time.perf_counter() - started
     result.strategy = state.strategy
     if state.durations is not None:

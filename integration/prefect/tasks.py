@@ -36,7 +36,7 @@ from integration.engine.units import (
     output_error,
 )
 from integration.engine.units import execute_shared as run_shared
-from integration.graph.context import ExecutionContext, ProgressHook
+from integration.graph.context import ExecutionContext, NodeHooks
 from integration.graph.nodetype import NodeType
 from integration.graph.policy import RetryPolicy
 from integration.graph.validate import BoundNode
@@ -82,7 +82,7 @@ def execute_node(
     run_context = TaskRunContext.get()
     if _stopped_runs and run_context and str(run_context.task_run.flow_run_id) in _stopped_runs:
         raise NodeNotStarted(f"node {node_id!r} did not start: the run stopped scheduling")
-    context = _context(node_type, node_id) if node_type.context_param else None
+    context = task_context(node_id, node_type.qualified_name) if node_type.context_param else None
     attempt = run_context.task_run.run_count if run_context and run_context.task_run else 1
     timeout = run_context.task.timeout_seconds if run_context else None
     start = perf_counter()
@@ -167,19 +167,23 @@ class RetryCondition:
         return f"RetryCondition(on={list(self.policy.on)})"
 
 
-PROGRESS_HOOKS: dict[str, ProgressHook] = {}
-"""Per flow run id, where nodes running in this process send ``context.progress``."""
+NODE_HOOKS: dict[str, NodeHooks] = {}
+"""Per flow run id, where nodes running in this process send ``context.progress`` and
+``context.preview``."""
 
 
-def _context(node_type: NodeType, node_id: str) -> ExecutionContext:
+def task_context(node_id: str, node_type: str) -> ExecutionContext:
+    """The ``ExecutionContext`` of a node running in the current Prefect task run."""
     run_context = TaskRunContext.get()
     execution_id = str(run_context.task_run.flow_run_id) if run_context else ""
+    hooks = NODE_HOOKS.get(execution_id) or NodeHooks()
     return ExecutionContext(
         execution_id=execution_id,
         node_id=node_id,
-        node_type=node_type.qualified_name,
+        node_type=node_type,
         logger=get_run_logger(),
-        progress_hook=PROGRESS_HOOKS.get(execution_id),
+        progress_hook=hooks.progress,
+        preview_hook=hooks.preview,
     )
 
 

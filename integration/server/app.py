@@ -33,13 +33,15 @@ import base64
 import binascii
 import hmac
 import ipaddress
+import json
 import logging
 import platform
+import struct
 import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +66,7 @@ from integration.server.editor import (
     mount_editor,
     prepare_user_folder,
 )
-from integration.server.paths import inside
+from integration.server.paths import inside, write_atomically
 from integration.server.queue import PromptQueue, QueueItem
 
 logger = logging.getLogger("nodegraph.server")
@@ -115,11 +117,31 @@ def is_loopback(host: str) -> bool:
 # -- the websocket hub --------------------------------------------------------------
 
 
+PREVIEW_IMAGE = 1
+PREVIEW_IMAGE_WITH_METADATA = 4
+"""ComfyUI's binary event types: a frame is the type as a big-endian u32, then the data."""
+
+IMAGE_FORMAT_CODES = {"JPEG": 1, "PNG": 2}
+IMAGE_MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
+
+
+def preview_frame(image: bytes, image_format: str, metadata: Mapping[str, Any] | None) -> bytes:
+    """ComfyUI's binary preview frame: with ``metadata`` (for clients that announced
+    ``supports_preview_metadata``) the metadata's length, the metadata as JSON and the
+    image; without it, the image format's code and the image."""
+    if metadata is None:
+        return struct.pack(">II", PREVIEW_IMAGE, IMAGE_FORMAT_CODES[image_format]) + image
+    described = json.dumps({**metadata, "image_type": IMAGE_MIME_TYPES[image_format]}).encode()
+    return struct.pack(">II", PREVIEW_IMAGE_WITH_METADATA, len(described)) + described + image
+
+
 @dataclass
 class Hub:
-    """Open websockets by client id; sends from any thread onto the server's loop."""
+    """Open websockets by client id, and the features each client announced; sends from
+    any thread onto the server's loop."""
 
     sockets: dict[str, WebSocket] = field(default_factory=dict)
+    features: dict[str, dict[str, Any]] = field(default_factory=dict)
     loop: asyncio.AbstractEventLoop | None = None
 
     def send(self, kind: str, data: Mapping[str, Any], client_id: str | None = None) -> None:
@@ -135,12 +157,52 @@ class Hub:
         for socket in targets:
             asyncio.run_coroutine_threadsafe(_send(socket, message), self.loop)
 
+    def send_preview(
+        self, client_id: str, image: bytes, image_format: str, metadata: Mapping[str, Any]
+    ) -> None:
+        """A preview frame to one client, with ``metadata`` if it supports it."""
+        socket = self.sockets.get(client_id)
+        if self.loop is None or socket is None:
+            return
+        wants_metadata = self.features.get(client_id, {}).get("supports_preview_metadata")
+        frame = preview_frame(image, image_format, metadata if wants_metadata else None)
+        asyncio.run_coroutine_threadsafe(_send(socket, frame), self.loop)
 
-async def _send(socket: WebSocket, message: dict[str, Any]) -> None:
+
+async def _send(socket: WebSocket, message: dict[str, Any] | bytes) -> None:
     try:
-        await socket.send_json(message)
+        if isinstance(message, bytes):
+            await socket.send_bytes(message)
+        else:
+            await socket.send_json(message)
     except Exception:
-        pass
+        pass  # a client that went away: the hub forgets it when its handler ends
+
+
+class PromptProgress:
+    """ComfyUI's ``progress_state``: the running and finished nodes of one prompt, with
+    their progress, sent whole on every change (the editor draws bars from it)."""
+
+    def __init__(self, prompt_id: str, send: Callable[[str, dict[str, Any]], None]) -> None:
+        self._prompt_id = prompt_id
+        self._send = send
+        self._nodes: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def update(self, node_id: str, state: str, value: float = 0, maximum: float = 1) -> None:
+        with self._lock:
+            self._nodes[node_id] = {
+                "value": value,
+                "max": maximum,
+                "state": state,
+                "node_id": node_id,
+                "prompt_id": self._prompt_id,
+                "display_node_id": node_id,
+                "parent_node_id": None,
+                "real_node_id": node_id,
+            }
+            nodes = {n: dict(entry) for n, entry in self._nodes.items()}
+        self._send("progress_state", {"nodes": nodes})
 
 
 # -- the server ---------------------------------------------------------------------
@@ -156,7 +218,11 @@ class ComfyServer:
         self.registry = settings.registry or NodeRegistry.from_config(self.config)
         self.queue = PromptQueue(settings.state)
         self.hub = Hub()
-        self.number = 0
+        # Numbers go on from the persisted queue and history, so that prompts queued
+        # after a restart still run after the ones queued before it.
+        self.number = int(max(self.queue.numbers(), default=-1)) + 1
+        self._numbering = threading.Lock()
+        self._object_info: dict[str, Any] | None = None
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._session: RunSession | None = None
@@ -178,6 +244,12 @@ class ComfyServer:
 
     def status(self) -> dict[str, Any]:
         return {"status": {"exec_info": {"queue_remaining": self.queue.remaining()}}}
+
+    def object_info(self) -> dict[str, Any]:
+        """``/object_info``, built once: the registry does not change while serving."""
+        if self._object_info is None:
+            self._object_info = _object_info(self.registry)
+        return self._object_info
 
     def validate(
         self, prompt: Mapping[str, Any], targets: list[str] | None
@@ -222,18 +294,19 @@ class ComfyServer:
             )
         targets = body.get("partial_execution_targets")
         outputs, node_errors = self.validate(prompt, list(targets) if targets else None)
-        if "number" in body:
-            number = float(body["number"])
-        else:
-            number = self.number
-            self.number += 1
-        if body.get("front"):
-            number = -number
         extra_data = dict(body.get("extra_data") or {})
         if body.get("client_id"):
             extra_data["client_id"] = body["client_id"]
         extra_data["create_time"] = int(time.time() * 1000)
-        self.queue.put(QueueItem(number, prompt_id, dict(prompt), extra_data, outputs))
+        with self._numbering:
+            if "number" in body:
+                number = float(body["number"])
+            else:
+                number = self.number
+                self.number += 1
+            if body.get("front"):
+                number = -number
+            self.queue.put(QueueItem(number, prompt_id, dict(prompt), extra_data, outputs))
         self.hub.send("status", self.status())
         return {"prompt_id": prompt_id, "number": number, "node_errors": node_errors}
 
@@ -289,17 +362,45 @@ class ComfyServer:
                 cached_sent = True
                 send("execution_cached", {"nodes": list(cached)}, timestamp=True)
 
+        board = PromptProgress(prompt_id, send)
+
         def started(node_id: str) -> None:
             flush_cached()
             send("executing", {"node": node_id, "display_node": node_id})
+            board.update(node_id, "running")
+
+        def progressed(node_id: str, done: float, total: float | None, message: str) -> None:
+            # A bare fraction (no total) is shown as done of 1, as the editor draws it.
+            maximum = total if total else 1
+            send("progress", {"value": done, "max": maximum, "node": node_id})
+            board.update(node_id, "running", done, maximum)
+
+        def previewed(node_id: str, image: bytes, image_format: str) -> None:
+            if client:
+                metadata = {
+                    "node_id": node_id,
+                    "prompt_id": prompt_id,
+                    "display_node_id": node_id,
+                    "parent_node_id": None,
+                    "real_node_id": node_id,
+                }
+                self.hub.send_preview(client, image, image_format, metadata)
 
         def finished(report: NodeReport, done: int, total: int) -> None:
             if report.state == NodeState.CACHED:
                 cached.append(report.node_id)
+            elif report.state in (NodeState.COMPLETED, NodeState.FAILED):
+                state = "finished" if report.state == NodeState.COMPLETED else "error"
+                board.update(report.node_id, state, 1, 1)
 
         send("execution_start", {}, timestamp=True)
         self._interrupted = False
-        self._session = RunSession(listener=finished, on_node_started=started)
+        self._session = RunSession(
+            listener=finished,
+            on_node_started=started,
+            on_node_progress=progressed,
+            on_node_preview=previewed,
+        )
         try:
             result = run_workflow(
                 item.prompt,
@@ -482,11 +583,11 @@ def create_app(settings: ServerSettings, server: ComfyServer | None = None) -> F
 
     @router.get("/object_info")
     async def object_info() -> dict[str, Any]:
-        return _object_info(server.registry)
+        return server.object_info()
 
     @router.get("/object_info/{class_type}")
     async def object_info_of(class_type: str) -> dict[str, Any]:
-        info = _object_info(server.registry)
+        info = server.object_info()
         return {class_type: info[class_type]} if class_type in info else {}
 
     @router.get("/system_stats")
@@ -553,7 +654,7 @@ def create_app(settings: ServerSettings, server: ComfyServer | None = None) -> F
             target = _free_name(target, data)
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
-            target.write_bytes(data)
+            write_atomically(target, data)
         return JSONResponse({"name": target.name, "subfolder": subfolder, "type": type})
 
     @router.get("/view")
@@ -586,12 +687,16 @@ def create_app(settings: ServerSettings, server: ComfyServer | None = None) -> F
             while True:
                 message = await socket.receive_json()
                 if isinstance(message, Mapping) and message.get("type") == "feature_flags":
+                    announced = message.get("data")
+                    if isinstance(announced, Mapping):
+                        server.hub.features[client_id] = dict(announced)
                     await socket.send_json({"type": "feature_flags", "data": _features(settings)})
         except (WebSocketDisconnect, RuntimeError, ValueError):
             pass
         finally:
             if server.hub.sockets.get(client_id) is socket:
                 del server.hub.sockets[client_id]
+                server.hub.features.pop(client_id, None)
 
     app.add_api_websocket_route("/ws", websocket)
     app.add_api_websocket_route("/api/ws", websocket)
@@ -654,7 +759,7 @@ def _job(prompt_id: str, status: str, number: float, extra: dict[str, Any]) -> d
 
 def _features(settings: ServerSettings) -> dict[str, Any]:
     return {
-        "supports_preview_metadata": False,
+        "supports_preview_metadata": True,
         "max_upload_size": float(settings.max_upload_bytes),
         "node_replacements": False,
         "assets": False,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib.resources
 import importlib.util
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from integration.server.paths import inside
+from integration.server.paths import inside, write_atomically, write_json
 
 EDITOR_PACKAGE = "comfyui_frontend_package"
 
@@ -65,7 +64,7 @@ def prepare_user_folder(folder: Path) -> None:
     except (OSError, ValueError):
         settings = {}
     if isinstance(settings, dict) and not SERVER_DEFAULTS.keys() <= settings.keys():
-        settings_file.write_text(json.dumps({**SERVER_DEFAULTS, **settings}, indent=4))
+        write_json(settings_file, {**SERVER_DEFAULTS, **settings}, indent=4)
 
 
 def editor_routes(
@@ -89,7 +88,7 @@ def editor_routes(
         return settings if isinstance(settings, dict) else {}
 
     def write_settings(settings: dict[str, Any]) -> None:
-        settings_file().write_text(json.dumps(settings, indent=4), encoding="utf-8")
+        write_json(settings_file(), settings, indent=4)
 
     @router.get("/users")
     async def users() -> dict[str, Any]:
@@ -161,9 +160,7 @@ def editor_routes(
         if target.exists() and not overwrite:
             return JSONResponse("File already exists", 409)
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.{time.time_ns()}")
-        partial.write_bytes(await request.body())
-        partial.replace(target)
+        write_atomically(target, await request.body())
         return JSONResponse(target.relative_to(user_folder()).as_posix())
 
     @router.delete("/userdata/{file:path}")

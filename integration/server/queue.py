@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import heapq
 import json
-import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from integration.server.paths import write_json
 
 HISTORY_LIMIT = 10_000
 """History entries kept, as ComfyUI keeps them (the oldest go first)."""
@@ -109,14 +109,14 @@ class PromptQueue:
         self._save()
 
     def _save(self) -> None:
-        _write_json(
+        write_json(
             self.folder / "queue.json",
             {
                 "pending": [item.as_list() for item in sorted(self._pending)],
                 "running": self.running.as_list() if self.running else None,
             },
         )
-        _write_json(self.folder / "history.json", self.history)
+        write_json(self.folder / "history.json", self.history)
 
     # -- the queue ----------------------------------------------------------------------
 
@@ -177,6 +177,16 @@ class PromptQueue:
         while len(self.history) > HISTORY_LIMIT:
             del self.history[next(iter(self.history))]
 
+    def numbers(self) -> list[float]:
+        """The numbers of every pending prompt and history entry."""
+        with self._lock:
+            numbers = [item.number for item in self._pending]
+            for entry in self.history.values():
+                prompt = entry.get("prompt")
+                if isinstance(prompt, list) and prompt and isinstance(prompt[0], int | float):
+                    numbers.append(prompt[0])
+            return numbers
+
     def remaining(self) -> int:
         with self._lock:
             return len(self._pending) + (1 if self.running else 0)
@@ -222,14 +232,3 @@ def _read_json(path: Path, default: Any) -> Any:
         # A torn or foreign file: kept aside for a look, and the server starts empty.
         path.replace(path.with_suffix(f".broken-{int(time.time())}"))
         return default
-
-
-def _write_json(path: Path, data: Any) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -3,8 +3,11 @@ expansion, and the recording output node."""
 
 import os
 import random
+import struct
 import time
+import zlib
 
+from comfy.utils import ProgressBar
 from comfy_execution.graph_utils import GraphBuilder
 
 
@@ -319,6 +322,47 @@ class TestSeededNoise:
         return (random.Random(seed).random() * strength,)
 
 
+def grey_png(brightness):
+    """A 1x1 greyscale PNG of a brightness between 0.0 and 1.0 (no imaging library)."""
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    level = max(0, min(255, round(brightness * 255)))
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(bytes([0, level]))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+class TestProgressPreview:
+    """Steps through ``steps`` updates of ComfyUI's ``ProgressBar``, each with a preview
+    (a grey PNG getting brighter), as a sampler reports its steps."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "value": ("*",),
+                "steps": ("INT", {"default": 3, "min": 1, "max": 1000}),
+                "seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 60.0, "step": 0.01}),
+            },
+        }
+
+    RETURN_TYPES = ("*",)
+    FUNCTION = "step"
+    CATEGORY = "Testing/Nodes"
+
+    def step(self, value, steps, seconds):
+        bar = ProgressBar(steps)
+        for index in range(steps):
+            time.sleep(seconds / steps)
+            bar.update_absolute(index + 1, steps, ("PNG", grey_png((index + 1) / steps), None))
+        return (value,)
+
+
 class TestFail:
     """Raises, for failure handling tests."""
 
@@ -336,6 +380,7 @@ class TestFail:
 
 TEST_NODE_CLASS_MAPPINGS = {
     "TestLazyMixImages": TestLazyMixImages,
+    "TestProgressPreview": TestProgressPreview,
     "TestVariadicAverage": TestVariadicAverage,
     "TestCustomIsChanged": TestCustomIsChanged,
     "TestIsChangedWithConstants": TestIsChangedWithConstants,
