@@ -31,14 +31,26 @@ from integration.engine import NodeListener
 from integration.graph.model import Graph
 from integration.graph.registry import NodeRegistry
 from integration.prefect.flow import RunSession, run_plan
-from integration.prefect.prompt import is_comfy_graph, load_comfy_graph, prepare_prompt
+from integration.prefect.prompt import (
+    ComfyPrompt,
+    is_comfy_graph,
+    load_comfy_graph,
+    prepare_prompt,
+)
 from integration.result import RunResult
 
-__all__ = ["RunSession", "is_comfy_graph", "load_comfy_graph", "run_workflow"]
+__all__ = [
+    "ComfyPrompt",
+    "RunSession",
+    "is_comfy_graph",
+    "load_comfy_graph",
+    "prepare_prompt",
+    "run_workflow",
+]
 
 
 def run_workflow(
-    source: Graph | str | Path | Mapping[str, Any],
+    source: ComfyPrompt | Graph | str | Path | Mapping[str, Any],
     *,
     inputs: Mapping[str, Any] | None = None,
     outputs: Sequence[str] | None = None,
@@ -53,7 +65,8 @@ def run_workflow(
     signatures: Signatures | None = None,
     session: RunSession | None = None,
 ) -> RunResult:
-    """Run a ComfyUI workflow (a file, API or UI data, or an imported ``Graph``).
+    """Run a ComfyUI workflow (a file, API or UI data, an imported ``Graph``, or a
+    ``ComfyPrompt`` that ``prepare_prompt`` checked already).
 
     ``outputs`` chooses the nodes to run (ComfyUI's partial execution); by default every
     output node runs. Invalid workflows raise ``GraphValidationError`` with ComfyUI's
@@ -66,7 +79,10 @@ def run_workflow(
     """
     config = config or load_config()
     registry = registry or NodeRegistry.from_config(config)
-    prompt = prepare_prompt(source, registry, signatures, outputs, inputs)
+    if isinstance(source, ComfyPrompt):
+        prompt = source
+    else:
+        prompt = prepare_prompt(source, registry, signatures, outputs, inputs)
     return run_plan(
         prompt,
         {},

@@ -52,13 +52,12 @@ from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile, WebSock
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.websockets import WebSocketDisconnect
 
-from integration.comfy import ComfyWorkflowError, Signature, Signatures, import_workflow
+from integration.comfy import ComfyWorkflowError, Signature
 from integration.comfy.nodes import ComfyNodeType
-from integration.comfy.validate import check_workflow
 from integration.config import NodegraphConfig
 from integration.errors import NodegraphError
 from integration.graph import GraphValidationError, NodeRegistry
-from integration.prefect.comfy import RunSession, run_workflow
+from integration.prefect.comfy import ComfyPrompt, RunSession, prepare_prompt, run_workflow
 from integration.result import NodeReport, NodeState, RunResult
 from integration.server.editor import (
     editor_routes,
@@ -251,21 +250,15 @@ class ComfyServer:
             self._object_info = _object_info(self.registry)
         return self._object_info
 
-    def validate(
-        self, prompt: Mapping[str, Any], targets: list[str] | None
-    ) -> tuple[list[str], dict[str, Any]]:
-        """The outputs to run and the ``node_errors`` of those left out; raises
-        ``PromptRejected`` with ComfyUI's error shapes."""
-        signatures = Signatures.from_registry(self.registry)
+    def validate(self, prompt: Mapping[str, Any], targets: list[str] | None) -> ComfyPrompt:
+        """The checked prompt: the outputs to run, and the ``node_errors`` of those left
+        out; raises ``PromptRejected`` with ComfyUI's error shapes."""
         try:
-            graph = import_workflow(dict(prompt), signatures).graph
+            return prepare_prompt(dict(prompt), self.registry, outputs=targets or None)
         except ComfyWorkflowError as exc:
             raise PromptRejected(_error("invalid_prompt", "Invalid prompt", str(exc)), {}) from None
-        try:
-            valid, _ = check_workflow(graph, self.registry, None, targets or None, partial=True)
         except GraphValidationError as exc:
             raise PromptRejected(_top_error(exc), exc.node_errors) from None
-        return list(valid.outputs), valid.node_errors
 
     def enqueue(self, body: Mapping[str, Any]) -> dict[str, Any]:
         prompt = body.get("prompt")
@@ -293,7 +286,8 @@ class ComfyServer:
                 {},
             )
         targets = body.get("partial_execution_targets")
-        outputs, node_errors = self.validate(prompt, list(targets) if targets else None)
+        prepared = self.validate(prompt, list(targets) if targets else None)
+        outputs, node_errors = prepared.roots, prepared.node_errors
         extra_data = dict(body.get("extra_data") or {})
         if body.get("client_id"):
             extra_data["client_id"] = body["client_id"]
@@ -306,7 +300,8 @@ class ComfyServer:
                 self.number += 1
             if body.get("front"):
                 number = -number
-            self.queue.put(QueueItem(number, prompt_id, dict(prompt), extra_data, outputs))
+            item = QueueItem(number, prompt_id, dict(prompt), extra_data, outputs, prepared)
+            self.queue.put(item)
         self.hub.send("status", self.status())
         return {"prompt_id": prompt_id, "number": number, "node_errors": node_errors}
 
@@ -402,8 +397,9 @@ class ComfyServer:
             on_node_preview=previewed,
         )
         try:
+            # Checked when queued; a prompt queued before a restart is checked again.
             result = run_workflow(
-                item.prompt,
+                item.prepared or item.prompt,
                 outputs=item.outputs,
                 strategy=self.settings.strategy,
                 registry=self.registry,

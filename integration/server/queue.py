@@ -40,6 +40,8 @@ class QueueItem:
     prompt: dict[str, Any] = field(compare=False)
     extra_data: dict[str, Any] = field(compare=False)
     outputs: list[str] = field(compare=False)
+    # The checked prompt, kept in memory only (a restart checks the prompt again).
+    prepared: Any = field(default=None, compare=False, repr=False)
 
     def as_list(self) -> list[Any]:
         """ComfyUI's queue item: ``[number, prompt_id, prompt, extra_data, outputs]``."""
