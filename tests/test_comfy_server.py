@@ -64,38 +64,37 @@ def until_done(socket, prompt_id: str, frames: list[bytes] | None = None) -> lis
 # -- without running anything ------------------------------------------------------
 
 
-def test_invalid_prompts_get_comfyuis_error_shapes(settings):
+INVALID_PROMPTS = {
+    "no_prompt": {},
+    "invalid_prompt": {"prompt": ["not", "an", "object"]},
+    "invalid_prompt_id": {"prompt": small_prompt(), "prompt_id": "x"},
+    "missing_node_type": {"prompt": {"1": {"class_type": "NoSuchNode", "inputs": {}}}},
+    "prompt_no_outputs": {"prompt": {"1": {"class_type": "StubFloat", "inputs": {"value": 1}}}},
+    "prompt_outputs_failed_validation": {
+        "prompt": {
+            "1": {"class_type": "TestAutogrowSum", "inputs": {"scale": 1.0}},
+            "2": {"class_type": "TestRecord", "inputs": {"value": ["1", 0]}},
+        }
+    },
+}
+
+
+@pytest.mark.parametrize("error_type", INVALID_PROMPTS)
+def test_invalid_prompts_get_comfyuis_error_shapes(settings, error_type):
     with TestClient(create_app(settings)) as client:
         for path in ("/prompt", "/api/prompt"):
-            no_prompt = client.post(path, json={})
-            assert no_prompt.status_code == 400
-            assert no_prompt.json()["error"]["type"] == "no_prompt"
-        bad_id = client.post("/prompt", json={"prompt": small_prompt(), "prompt_id": "x"})
-        assert bad_id.status_code == 400 and bad_id.json()["error"]["type"] == "invalid_prompt_id"
-        missing = client.post(
-            "/prompt", json={"prompt": {"1": {"class_type": "NoSuchNode", "inputs": {}}}}
-        )
-        assert missing.status_code == 400
-        assert missing.json()["error"]["type"] == "missing_node_type"
-        no_outputs = client.post(
-            "/prompt", json={"prompt": {"1": {"class_type": "StubFloat", "inputs": {"value": 1}}}}
-        )
-        assert no_outputs.json()["error"]["type"] == "prompt_no_outputs"
-        failed = client.post(
-            "/prompt",
-            json={
-                "prompt": {
-                    "1": {"class_type": "TestAutogrowSum", "inputs": {"scale": 1.0}},
-                    "2": {"class_type": "TestRecord", "inputs": {"value": ["1", 0]}},
-                }
-            },
-        )
-        body = failed.json()
-        assert failed.status_code == 400
-        assert body["error"]["type"] == "prompt_outputs_failed_validation"
-        (reason,) = body["node_errors"]["1"]["errors"]
-        assert reason["type"] == "required_input_missing" and reason["details"] == "value0"
-        assert body["node_errors"]["1"]["dependent_outputs"] == ["2"]
+            answer = client.post(path, json=INVALID_PROMPTS[error_type])
+            assert answer.status_code == 400
+            body = answer.json()
+            assert body["error"]["type"] == error_type
+            assert set(body["error"]) == {"type", "message", "details", "extra_info"}
+            assert isinstance(body["node_errors"], dict)
+        assert client.get("/queue").json()["queue_pending"] == []  # nothing was queued
+        if error_type == "prompt_outputs_failed_validation":
+            (reason,) = body["node_errors"]["1"]["errors"]
+            assert reason["type"] == "required_input_missing" and reason["details"] == "value0"
+            assert body["node_errors"]["1"]["dependent_outputs"] == ["2"]
+            assert body["node_errors"]["1"]["class_type"] == "TestAutogrowSum"
 
 
 def test_discovery_routes_answer_what_the_editor_asks(settings):
