@@ -201,7 +201,9 @@ class PromptProgress:
                 "real_node_id": node_id,
             }
             nodes = {n: dict(entry) for n, entry in self._nodes.items()}
-        self._send("progress_state", {"nodes": nodes})
+            # Sent under the lock: nodes on several threads report at once, and the
+            # hub delivers in call order, so a client never sees an older state last.
+            self._send("progress_state", {"nodes": nodes})
 
 
 # -- the server ---------------------------------------------------------------------
